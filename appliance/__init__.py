@@ -1,0 +1,1 @@
+"""mxknock: Unlisting and Nolisting for SMTP on a transparent bridge."""

@@ -1,0 +1,179 @@
+"""The transparent bridge, with pyroute2: create or adopt it, and keep it closed until filtered.
+
+Order matters: the bridge is prepared (ports enslaved, br_netfilter on, the route
+that lets resets leave) while it is down; it is brought up only after the rules are
+in place and verified. If filtering cannot be verified, `close()` stops forwarding.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from .config import Bridge
+
+# The reset route is a last resort: a management default route, if any, wins.
+RESET_ROUTE_METRIC = 4294967
+IFF_UP = 1
+NF_SYSCTLS = {
+    4: Path("/proc/sys/net/bridge/bridge-nf-call-iptables"),
+    6: Path("/proc/sys/net/bridge/bridge-nf-call-ip6tables"),
+}
+
+
+class BridgeError(RuntimeError):
+    pass
+
+
+def _write_sysctl(path: Path, value: str) -> None:
+    # pyroute2 has no sysctl API; /proc/sys is per network namespace, so this is ours.
+    path.write_text(value + "\n")
+
+
+def _read_sysctl(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def prepare(bridge: Bridge) -> None:
+    """Create or adopt the bridge and enslave both ports, without starting to forward."""
+    with IPRoute() as ipr:
+        for role in ("outside", "inside"):
+            port = getattr(bridge, role)
+            if _index(ipr, port) is None:
+                raise BridgeError(
+                    f"bridge.{role}: no network interface named {port!r}; see `ip link` for the names this machine has"
+                )
+        nf_flags = {"br_nf_call_iptables": 1, "br_nf_call_ip6tables": 1}
+        settings = {"br_stp_state": 0, "br_forward_delay": 0, **nf_flags}
+        index = _index(ipr, bridge.name)
+        if index is None:
+            ipr.link("add", ifname=bridge.name, kind="bridge", **settings)
+            index = _index(ipr, bridge.name)
+        else:
+            ipr.link("set", index=index, kind="bridge", **settings)
+        adopted_running = bool(ipr.get_links(index)[0]["flags"] & IFF_UP)
+        if not adopted_running:
+            # The bridge must be up to take routes; ports that are down keep it from
+            # forwarding anything until open_ports().
+            for port in (bridge.outside, bridge.inside):
+                ipr.link("set", index=_index(ipr, port), state="down")
+        for sysctl in NF_SYSCTLS.values():
+            _write_sysctl(sysctl, "1")
+        ipv6 = Path(f"/proc/sys/net/ipv6/conf/{bridge.name}")
+        if ipv6.exists():
+            # IPv6 must be on for IPv6 resets to be routed; never learn routes from outside.
+            _write_sysctl(ipv6 / "accept_ra", "0")
+            _write_sysctl(ipv6 / "disable_ipv6", "0")
+        for port in (bridge.outside, bridge.inside):
+            ipr.link("set", index=_index(ipr, port), master=index)
+        ipr.link("set", index=index, state="up")
+        # A reset (REJECT tcp-reset) on bridged traffic is only sent if some route
+        # leads back toward the client; it then leaves with the mail server's MAC.
+        ipr.route("replace", dst="0.0.0.0/0", oif=index, priority=RESET_ROUTE_METRIC, family=socket.AF_INET)
+        if ipv6.exists():
+            ipr.route("replace", dst="::/0", oif=index, priority=RESET_ROUTE_METRIC, family=socket.AF_INET6)
+
+
+def open_ports(bridge: Bridge) -> None:
+    """Start forwarding: call only once the rules are verified."""
+    with IPRoute() as ipr:
+        for name in (bridge.name, bridge.outside, bridge.inside):
+            ipr.link("set", index=_index(ipr, name), state="up")
+
+
+def close(bridge: Bridge) -> None:
+    """Stop forwarding (fail closed): both ports go down; the bridge keeps its routes."""
+    with IPRoute() as ipr:
+        for name in (bridge.outside, bridge.inside):
+            index = _index(ipr, name)
+            if index is not None:
+                ipr.link("set", index=index, state="down")
+
+
+@dataclass(frozen=True)
+class PortState:
+    name: str
+    present: bool
+    enslaved: bool
+    up: bool
+    carrier: bool
+
+
+@dataclass(frozen=True)
+class BridgeState:
+    name: str
+    present: bool
+    up: bool
+    nf_call_iptables: bool
+    nf_call_ip6tables: bool
+    sysctl_iptables: bool
+    sysctl_ip6tables: bool
+    ports: tuple[PortState, ...]
+
+    @property
+    def filtering(self) -> bool:
+        """br_netfilter really hands bridged packets to iptables (else every rule is bypassed)."""
+        return (
+            self.present
+            and self.nf_call_iptables
+            and self.nf_call_ip6tables
+            and self.sysctl_iptables
+            and self.sysctl_ip6tables
+            and all(p.enslaved for p in self.ports)
+        )
+
+    @property
+    def forwarding(self) -> bool:
+        return self.present and self.up and all(p.up and p.enslaved for p in self.ports)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "filtering": self.filtering, "forwarding": self.forwarding}
+
+
+def read_state(bridge: Bridge) -> BridgeState:
+    with IPRoute() as ipr:
+        index = _index(ipr, bridge.name)
+        link = ipr.get_links(index)[0] if index is not None else None
+        data = {}
+        if link is not None:
+            info = link.get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+            data = data or {}
+        ports = []
+        for name in (bridge.outside, bridge.inside):
+            port_index = _index(ipr, name)
+            port = ipr.get_links(port_index)[0] if port_index is not None else None
+            ports.append(
+                PortState(
+                    name=name,
+                    present=port is not None,
+                    enslaved=port is not None and index is not None and port.get_attr("IFLA_MASTER") == index,
+                    up=port is not None and bool(port["flags"] & IFF_UP),
+                    carrier=port is not None and port.get_attr("IFLA_CARRIER") == 1,
+                )
+            )
+
+    def flag(attr: str) -> bool:
+        return bool(data.get_attr(attr)) if data else False
+
+    return BridgeState(
+        name=bridge.name,
+        present=link is not None,
+        up=link is not None and bool(link["flags"] & IFF_UP),
+        nf_call_iptables=flag("IFLA_BR_NF_CALL_IPTABLES"),
+        nf_call_ip6tables=flag("IFLA_BR_NF_CALL_IP6TABLES"),
+        sysctl_iptables=_read_sysctl(NF_SYSCTLS[4]) == "1",
+        sysctl_ip6tables=_read_sysctl(NF_SYSCTLS[6]) == "1",
+        ports=tuple(ports),
+    )

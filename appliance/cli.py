@@ -1,0 +1,224 @@
+"""mxknock: the command line. `check` and `rules` work offline; the rest asks mxknockd.
+
+Exit codes (stable, for scripts):
+  0  success (status: healthy)
+  1  the operation failed
+  2  bad input: invalid config, bad address, wrong usage
+  3  mxknockd cannot be reached
+  4  status: healthy but with warnings (e.g. the knock list is evicting)
+  5  status: critical (not filtering, not forwarding, or not configured)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import config as config_module
+from .compiler import compile_config
+from .config import ConfigError
+from .control import ControlClient, ControlError
+from .status import COUNTER_LABELS
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE, EXIT_WARNING, EXIT_CRITICAL = 0, 1, 2, 3, 4, 5
+HEALTH_EXIT = {"ok": EXIT_OK, "warning": EXIT_WARNING, "critical": EXIT_CRITICAL}
+
+
+def _read_config_text(path: str | None, use_default: bool) -> str:
+    if use_default:
+        return config_module.default_text()
+    target = Path(path) if path else config_module.DEFAULT_PATH
+    try:
+        return sys.stdin.read() if str(target) == "-" else target.read_text()
+    except OSError as exc:
+        raise ConfigError([config_module.FieldError("(file)", f"cannot read {target}: {exc.strerror}")]) from None
+
+
+def cmd_check(args: argparse.Namespace, client: ControlClient) -> Any:
+    config = config_module.parse_yaml(_read_config_text(args.file, args.default))
+    return {"valid": True, "mode": config.mode, "families": [f"ipv{f}" for f in config.families()]}
+
+
+def cmd_rules(args: argparse.Namespace, client: ControlClient) -> Any:
+    config = config_module.parse_yaml(_read_config_text(args.file, args.default))
+    return {"rules": compile_config(config).render()}
+
+
+def cmd_apply(args: argparse.Namespace, client: ControlClient) -> Any:
+    text = _read_config_text(args.file, args.default)
+    config_module.parse_yaml(text)  # refuse locally with the same errors, before the daemon
+    return client.call("apply", yaml=text, confirm_within=args.confirm_within)
+
+
+def cmd_whitelist(args: argparse.Namespace, client: ControlClient) -> Any:
+    if args.action == "list":
+        return client.call("whitelist_list")
+    if not args.entries:
+        raise ConfigError(
+            [config_module.FieldError("whitelist", f"give at least one address or network to {args.action}")]
+        )
+    return client.call(f"whitelist_{args.action}", entries=args.entries)
+
+
+def simple(command: str) -> Any:
+    return lambda args, client: client.call(command)
+
+
+# ---- readable output ----------------------------------------------------------------
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def show_status(result: dict[str, Any]) -> str:
+    lines = [f"health: {result['health'].upper()}"]
+    lines += [f"  problem: {p}" for p in result["problems"]]
+    lines += [f"  warning: {w}" for w in result["warnings"]]
+    cfg = result.get("config")
+    if cfg:
+        lines.append(f"mode: {cfg['mode']}   window: {cfg['window']} s   smtp port: {cfg['smtp_port']}")
+        lines.append(f"mx1: {', '.join(cfg['mx1'])}   mx2: {', '.join(cfg['mx2'])}")
+    lines.append(f"filtering verified: {'yes' if result['filtering_verified'] else 'NO'}")
+    br = result.get("bridge")
+    if br:
+        ports = "  ".join(
+            f"{p['name']}({'up' if p['up'] else 'down'}, {'link' if p['carrier'] else 'no link'}"
+            f"{'' if p['enslaved'] else ', NOT in bridge'})"
+            for p in br["ports"]
+        )
+        lines.append(f"bridge {br['name']}: {'up' if br['up'] else 'down'}, ports {ports}")
+        lines.append(
+            f"br_netfilter: bridge nf_call_iptables={int(br['nf_call_iptables'])} nf_call_ip6tables="
+            f"{int(br['nf_call_ip6tables'])}, sysctls {int(br['sysctl_iptables'])}/{int(br['sysctl_ip6tables'])}"
+        )
+    lines.append("counters (connection attempts):       total    IPv4    IPv6")
+    for key, label in COUNTER_LABELS.items():
+        c = result["counters"][key]
+        lines.append(f"  {label:<34} {c['total']:>7} {c.get('ipv4', 0):>7} {c.get('ipv6', 0):>7}")
+    for kl in result["knock_lists"]:
+        lines.append(
+            f"knock list {kl['name']}: {kl['entries']}/{kl['capacity']} entries ({kl['live']} inside the window), "
+            f"oldest {_age(kl['oldest_age'])}{'  EVICTING' if kl['evicting'] else ''}"
+        )
+    if result.get("pending"):
+        lines.append(
+            f"pending change: rolls back in {result['pending']['seconds_left']:.0f} s unless `mxknock confirm`"
+        )
+    return "\n".join(lines)
+
+
+def show_knocks(result: dict[str, Any], sort: str) -> str:
+    lines = []
+    for kl in result["knock_lists"]:
+        lines.append(f"{kl['name']}: {kl['entries']}/{kl['capacity']} entries, window {kl['window']} s")
+        knocks = sorted(kl["knocks"], key=lambda k: k[sort] if sort != "address" else k["address"])
+        lines.append(f"  {'address':<40} {'age':>8} {'left':>8} {'hits':>5}")
+        for k in knocks:
+            lines.append(f"  {k['address']:<40} {_age(k['age']):>8} {_age(k['time_left']):>8} {k['hits']:>5}")
+    return "\n".join(lines) or "no knock lists"
+
+
+def show(command: str, result: Any, args: argparse.Namespace) -> str:
+    if command == "status":
+        return show_status(result)
+    if command == "knocks":
+        return show_knocks(result, args.sort)
+    if command == "rules":
+        return result["rules"].rstrip("\n")
+    if command == "check":
+        return f"valid: mode {result['mode']}, families {', '.join(result['families'])}"
+    if command == "whitelist":
+        return "\n".join(result["whitelist"]) or "(whitelist is empty)"
+    if command == "apply":
+        if result.get("confirm_within"):
+            return f"applied; rolls back in {result['confirm_within']:g} s unless you run `mxknock confirm`"
+        return "applied"
+    if command == "default-config":
+        return result.rstrip("\n")
+    return json.dumps(result)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mxknock", description="control the mxknock appliance")
+    parser.add_argument("--socket", type=Path, default=None, help="control socket of mxknockd")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, helptext in (("check", "validate a config file"), ("rules", "print the rules a config compiles to")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("file", nargs="?", help=f"config file (default {config_module.DEFAULT_PATH}; - for stdin)")
+        p.add_argument("--default", action="store_true", help="use the embedded default config")
+    p = sub.add_parser("apply", help="put a config file in force through mxknockd")
+    p.add_argument("file", nargs="?", help=f"config file (default {config_module.DEFAULT_PATH}; - for stdin)")
+    p.add_argument("--default", action="store_true", help="apply the embedded default config")
+    p.add_argument("--confirm-within", type=float, metavar="SECONDS", help="roll back unless confirmed in time")
+    sub.add_parser("confirm", help="keep the change applied with --confirm-within")
+    sub.add_parser("rollback", help="undo the change applied with --confirm-within now")
+    sub.add_parser("reload", help="re-read the config file")
+    sub.add_parser("status", help="health, counters, knock list, bridge")
+    p = sub.add_parser("knocks", help="the live knock list")
+    p.add_argument("--sort", choices=["age", "time_left", "address", "hits"], default="age")
+    p = sub.add_parser("whitelist", help="addresses and networks that pass without knocking")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("entries", nargs="*", metavar="ADDRESS_OR_NETWORK")
+    sub.add_parser("default-config", help="print the embedded default config")
+    return parser
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "rules": cmd_rules,
+    "apply": cmd_apply,
+    "confirm": simple("confirm"),
+    "rollback": simple("rollback"),
+    "reload": simple("reload"),
+    "status": simple("status"),
+    "knocks": simple("knocks"),
+    "whitelist": cmd_whitelist,
+    "default-config": lambda args, client: config_module.default_text(),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    client = ControlClient(args.socket)
+    try:
+        result = COMMANDS[args.command](args, client)
+    except ConfigError as exc:
+        _error(args, str(exc), exc.to_json())
+        return EXIT_INVALID
+    except ControlError as exc:
+        _error(args, str(exc), exc.errors)
+        if exc.unreachable:
+            return EXIT_UNREACHABLE
+        return EXIT_INVALID if exc.errors else EXIT_FAILED
+    print(json.dumps(result, indent=2) if args.json else show(args.command, result, args))
+    if args.command == "status":
+        return HEALTH_EXIT.get(result["health"], EXIT_FAILED)
+    return EXIT_OK
+
+
+def _error(args: argparse.Namespace, message: str, errors: list[dict[str, str]]) -> None:
+    if args.json:
+        print(json.dumps({"error": message, "errors": errors}, indent=2))
+    if errors:
+        print("mxknock: refused:", file=sys.stderr)
+        for e in errors:
+            print(f"  {e['field']}: {e['message']}", file=sys.stderr)
+    else:
+        print(f"mxknock: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Config -> Ruleset: where the techniques live. Pure: no kernel, no files.
+
+Per family, one chain (MXKNOCK) reached by one jump from FORWARD for packets that
+enter the bridge on its outside port. Its order is the design:
+
+  1. established/related: accept, so no session is cut when its window expires
+  2. whitelist (ipset): accept to mx1 and mx2 without knocking
+  3. extra knock ports on the mail server: record the knock, fall through
+  4. mx1: record the knock; reset (or accept, in backup-mx mode)
+  5. mx2: per mode, accept after a knock inside the window, or for everybody
+  6. mx2: reset the rest
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from .config import Config
+from .ruleset import CHAIN, FamilyRuleset, IPSet, Match, Options, Rule, Ruleset
+
+RESET: Options = (("reject-with", "tcp-reset"),)
+
+# Roles name what a rule's counters mean (see status.py).
+ROLE_JUMP = "jump"
+ROLE_ESTABLISHED = "established"
+ROLE_WHITELIST = "whitelist"
+ROLE_KNOCK_PORT = "knock-port"
+ROLE_KNOCK = "knock"
+ROLE_AFTER_KNOCK = "after-knock"
+ROLE_OPEN = "open"
+ROLE_REFUSED = "refused"
+
+
+def knock_list_name(family: int, prefix: int) -> str:
+    """The xt_recent list for a family. The mask is fixed when a list is created, so a
+    change of knock granularity must use a new list rather than silently keep the old mask."""
+    return f"mxknock{family}-{prefix}"
+
+
+def set_name(kind: str, family: int) -> str:
+    return f"mxknock-{kind}{family}"
+
+
+def compile_config(config: Config) -> Ruleset:
+    return Ruleset(tuple(_compile_family(config, family) for family in (4, 6)))
+
+
+def _compile_family(config: Config, family: int) -> FamilyRuleset:
+    if family not in config.families():
+        return FamilyRuleset(family=family, rules=(), sets=(), knock_list=None)
+    prefix = config.knock_prefix[family]
+    knock_list = knock_list_name(family, prefix)
+    network_type = ipaddress.IPv4Network if family == 4 else ipaddress.IPv6Network
+    mask = str(network_type((0, prefix)).netmask)
+    mx1 = _host(config.mx("mx1", family))
+    mx2 = _host(config.mx("mx2", family))
+    allow_set = set_name("allow", family)
+    select_set = set_name("select", family)
+
+    def recent(action: str, *extra: tuple[str, str | None]) -> Match:
+        return Match("recent", ((action, None), *extra, ("name", knock_list), ("mask", mask), ("rsource", None)))
+
+    def smtp(dst: str, *matches: Match, target: str, role: str, target_options: Options = ()) -> Rule:
+        return Rule(
+            chain=CHAIN,
+            dst=dst,
+            protocol="tcp",
+            matches=(Match("tcp", (("dport", str(config.smtp_port)),)), *matches),
+            target=target,
+            target_options=target_options,
+            role=role,
+        )
+
+    record_knock = recent("set")
+    knock_valid = recent("rcheck", ("seconds", str(config.window)))
+    whitelisted = Match("set", (("match-set", f"{allow_set} src"),))
+    selected = Match("set", (("match-set", f"{select_set} src"),))
+
+    rules: list[Rule] = [
+        Rule(
+            chain="FORWARD",
+            matches=(Match("physdev", (("physdev-in", config.bridge.outside), ("physdev-is-bridged", None))),),
+            target=CHAIN,
+            role=ROLE_JUMP,
+        ),
+        Rule(
+            chain=CHAIN,
+            matches=(Match("conntrack", (("ctstate", "RELATED,ESTABLISHED"),)),),
+            target="ACCEPT",
+            role=ROLE_ESTABLISHED,
+        ),
+        smtp(mx1, whitelisted, target="ACCEPT", role=ROLE_WHITELIST),
+        smtp(mx2, whitelisted, target="ACCEPT", role=ROLE_WHITELIST),
+    ]
+    if config.knock_ports:
+        ports = ",".join(str(p) for p in config.knock_ports)
+        for dst in (mx1, mx2):
+            # Record the knock and leave our chain: the connection goes on to the server.
+            rules.append(
+                Rule(
+                    chain=CHAIN,
+                    dst=dst,
+                    protocol="tcp",
+                    matches=(Match("multiport", (("dports", ports),)), record_knock),
+                    target="RETURN",
+                    role=ROLE_KNOCK_PORT,
+                )
+            )
+
+    if config.mode == "backup-mx":
+        rules.append(smtp(mx1, record_knock, target="ACCEPT", role=ROLE_KNOCK))
+    else:
+        # Nolisting records knocks too: switching back to Unlisting (e.g. after falling
+        # back to Nolisting during a flood) then finds a warm list, not an empty one.
+        rules.append(smtp(mx1, record_knock, target="REJECT", target_options=RESET, role=ROLE_KNOCK))
+
+    if config.mode == "nolisting":
+        rules.append(smtp(mx2, target="ACCEPT", role=ROLE_OPEN))
+    elif config.mode == "selective":
+        rules.append(smtp(mx2, selected, knock_valid, target="ACCEPT", role=ROLE_AFTER_KNOCK))
+        rules.append(smtp(mx2, selected, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
+        rules.append(smtp(mx2, target="ACCEPT", role=ROLE_OPEN))
+    else:  # unlisting, backup-mx
+        rules.append(smtp(mx2, knock_valid, target="ACCEPT", role=ROLE_AFTER_KNOCK))
+        rules.append(smtp(mx2, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
+
+    sets = (
+        IPSet(allow_set, family, tuple(_entry(n) for n in config.networks("whitelist", family))),
+        IPSet(select_set, family, tuple(_entry(n) for n in config.networks("selective", family))),
+    )
+    return FamilyRuleset(family=family, rules=tuple(rules), sets=sets, knock_list=knock_list)
+
+
+def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"{address}/{address.max_prefixlen}"
+
+
+def _entry(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return str(net)

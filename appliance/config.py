@@ -1,0 +1,367 @@
+"""The appliance's configuration: YAML in, a validated immutable Config out.
+
+Validation collects every problem at once and names the field of each, so an admin
+fixing a file (or the console showing errors next to its fields) sees them all.
+Nothing here touches the kernel: a Config that exists is a Config that is valid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = Path("/etc/mxknock/mxknock.yaml")
+
+MODES = ("unlisting", "nolisting", "backup-mx", "selective")
+FAMILIES = (4, 6)
+WINDOW_MIN, WINDOW_MAX = 1, 86400
+# The seed's IMAP/POP ports, offered as the usual choice for extra knock ports.
+MAIL_ACCESS_PORTS = (110, 143, 993, 995)
+MAX_SET_ENTRIES = 65536  # size of the ipsets that hold whitelist and selective networks
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A config was refused; `errors` names each offending field."""
+
+    def __init__(self, errors: Iterable[FieldError]):
+        self.errors = tuple(errors)
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [{"field": e.field, "message": e.message} for e in self.errors]
+
+
+@dataclass(frozen=True)
+class Bridge:
+    name: str = "br0"
+    outside: str = "eth0"
+    inside: str = "eth1"
+
+
+@dataclass(frozen=True)
+class Config:
+    bridge: Bridge
+    mode: str
+    mx1: tuple[IPAddress, ...]
+    mx2: tuple[IPAddress, ...]
+    smtp_port: int = 25
+    window: int = 4000
+    knock_ports: tuple[int, ...] = ()
+    whitelist: tuple[IPNetwork, ...] = ()
+    selective: tuple[IPNetwork, ...] = ()
+    knock_prefix: Mapping[int, int] = field(default_factory=lambda: {4: 32, 6: 128})
+
+    def families(self) -> tuple[int, ...]:
+        """Address families the mail server is reachable in (validated equal for mx1, mx2)."""
+        return tuple(f for f in FAMILIES if any(a.version == f for a in self.mx1))
+
+    def mx(self, which: str, family: int) -> IPAddress:
+        addresses = self.mx1 if which == "mx1" else self.mx2
+        return next(a for a in addresses if a.version == family)
+
+    def networks(self, kind: str, family: int) -> tuple[IPNetwork, ...]:
+        return tuple(n for n in getattr(self, kind) if n.version == family)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the YAML file's own shape (so it can be written back)."""
+        return {
+            "bridge": {
+                "name": self.bridge.name,
+                "outside": self.bridge.outside,
+                "inside": self.bridge.inside,
+            },
+            "mode": self.mode,
+            "mx1": [str(a) for a in self.mx1],
+            "mx2": [str(a) for a in self.mx2],
+            "smtp_port": self.smtp_port,
+            "window": self.window,
+            "knock_ports": list(self.knock_ports),
+            "whitelist": [_net_str(n) for n in self.whitelist],
+            "selective": [_net_str(n) for n in self.selective],
+            "knock_prefix": {"ipv4": self.knock_prefix[4], "ipv6": self.knock_prefix[6]},
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def _net_str(net: IPNetwork) -> str:
+    """A host network prints as the bare address, as the admin most likely wrote it."""
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+TOP_KEYS = {
+    "bridge",
+    "mode",
+    "mx1",
+    "mx2",
+    "smtp_port",
+    "window",
+    "knock_ports",
+    "whitelist",
+    "selective",
+    "knock_prefix",
+}
+BRIDGE_KEYS = {"name", "outside", "inside"}
+PREFIX_KEYS = {"ipv4": (4, 32), "ipv6": (6, 128)}
+
+
+class _Collector:
+    """Gathers field errors while the parser keeps going."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, field_name: str, message: str) -> None:
+        self.errors.append(FieldError(field_name, message))
+
+
+def parse_yaml(text: str) -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        raise ConfigError([FieldError("(file)", f"not valid YAML at {where}: {exc}")]) from None
+    return from_dict(data)
+
+
+def load(path: Path | str = DEFAULT_PATH) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([FieldError("(file)", f"cannot read {path}: {exc.strerror}")]) from None
+    return parse_yaml(text)
+
+
+def default_text() -> str:
+    """The embedded default config, shipped inside the package."""
+    return resources.files("appliance").joinpath("default.yaml").read_text()
+
+
+def default() -> Config:
+    return parse_yaml(default_text())
+
+
+def from_dict(data: Any) -> Config:
+    errs = _Collector()
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([FieldError("(file)", "must be a mapping of keys to values")])
+    for key in sorted(set(data) - TOP_KEYS, key=str):
+        errs.add(str(key), f"unknown key (known keys: {', '.join(sorted(TOP_KEYS))})")
+
+    bridge = _bridge(data.get("bridge", {}), errs)
+    mode = data.get("mode", "unlisting")
+    if mode not in MODES:
+        errs.add("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+    mx1 = _mx_addresses("mx1", data.get("mx1"), errs)
+    mx2 = _mx_addresses("mx2", data.get("mx2"), errs)
+    _check_mx_pair(mx1, mx2, errs)
+    smtp_port = _port("smtp_port", data.get("smtp_port", 25), errs)
+    window = _int_in_range("window", data.get("window", 4000), WINDOW_MIN, WINDOW_MAX, errs)
+    knock_ports = _knock_ports(data.get("knock_ports", []), smtp_port, errs)
+    whitelist = _networks("whitelist", data.get("whitelist", []), errs)
+    selective = _networks("selective", data.get("selective", []), errs)
+    if mode == "selective" and not selective and not any(e.field.startswith("selective") for e in errs.errors):
+        errs.add("selective", "mode selective needs at least one network to apply Unlisting to")
+    knock_prefix = _knock_prefix(data.get("knock_prefix", {}), errs)
+
+    if errs.errors:
+        raise ConfigError(errs.errors)
+    return Config(
+        bridge=bridge,
+        mode=mode,
+        mx1=mx1,
+        mx2=mx2,
+        smtp_port=smtp_port,
+        window=window,
+        knock_ports=knock_ports,
+        whitelist=whitelist,
+        selective=selective,
+        knock_prefix=knock_prefix,
+    )
+
+
+def _bridge(raw: Any, errs: _Collector) -> Bridge:
+    if not isinstance(raw, dict):
+        errs.add("bridge", "must be a mapping with name, outside and inside")
+        return Bridge()
+    for key in sorted(set(raw) - BRIDGE_KEYS, key=str):
+        errs.add(f"bridge.{key}", "unknown key (known keys: inside, name, outside)")
+    values = {}
+    for key in ("name", "outside", "inside"):
+        value = raw.get(key, getattr(Bridge, key))
+        if not _valid_ifname(value):
+            errs.add(f"bridge.{key}", f"not a valid interface name: {value!r} (1-15 characters, no '/', ':' or spaces)")
+        values[key] = str(value)
+    if len({values["name"], values["outside"], values["inside"]}) < 3:
+        errs.add("bridge", "name, outside and inside must be three different interfaces")
+    return Bridge(**values)
+
+
+def _valid_ifname(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 15
+        and not any(c in value for c in "/: \t\n")
+        and value not in (".", "..")
+    )
+
+
+def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...]:
+    if raw is None:
+        errs.add(name, "missing: give the mail server's address for this MX (IPv4, IPv6 or both)")
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        errs.add(name, "must be an address or a list of one IPv4 and/or one IPv6 address")
+        return ()
+    addresses: list[IPAddress] = []
+    for i, item in enumerate(items):
+        where = f"{name}[{i}]" if not isinstance(raw, str) else name
+        try:
+            address = ipaddress.ip_address(str(item).strip())
+        except ValueError:
+            errs.add(where, f"not an IP address: {item!r}")
+            continue
+        if address.is_multicast or address.is_unspecified or address.is_loopback:
+            errs.add(where, f"{address} cannot be a mail server's address")
+            continue
+        if any(a.version == address.version for a in addresses):
+            errs.add(where, f"a second IPv{address.version} address; give one per family")
+            continue
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def _check_mx_pair(mx1: tuple[IPAddress, ...], mx2: tuple[IPAddress, ...], errs: _Collector) -> None:
+    for address in set(mx1) & set(mx2):
+        errs.add("mx2", f"{address} is also mx1: the two MX records need two different addresses")
+    if not mx1 or not mx2:
+        return
+    families1 = {a.version for a in mx1}
+    families2 = {a.version for a in mx2}
+    # A sender of the family that only one MX has would knock on nothing or be refused for good.
+    for family in sorted(families1 - families2):
+        errs.add("mx2", f"mx1 has an IPv{family} address but mx2 has none: give both or neither")
+    for family in sorted(families2 - families1):
+        errs.add("mx1", f"mx2 has an IPv{family} address but mx1 has none: give both or neither")
+
+
+def _int_in_range(name: str, raw: Any, low: int, high: int, errs: _Collector) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        errs.add(name, f"must be a whole number from {low} to {high}, not {raw!r}")
+        return low
+    if not low <= raw <= high:
+        errs.add(name, f"must be from {low} to {high}, not {raw}")
+    return raw
+
+
+def _port(name: str, raw: Any, errs: _Collector) -> int:
+    return _int_in_range(name, raw, 1, 65535, errs)
+
+
+def _knock_ports(raw: Any, smtp_port: int, errs: _Collector) -> tuple[int, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        errs.add("knock_ports", f"must be a list of ports, e.g. {list(MAIL_ACCESS_PORTS)}")
+        return ()
+    ports: list[int] = []
+    for i, item in enumerate(raw):
+        before = len(errs.errors)
+        port = _port(f"knock_ports[{i}]", item, errs)
+        if len(errs.errors) > before:
+            continue
+        if port == smtp_port:
+            errs.add(f"knock_ports[{i}]", f"{port} is the SMTP port itself")
+        elif port in ports:
+            errs.add(f"knock_ports[{i}]", f"{port} is listed twice")
+        else:
+            ports.append(port)
+    if len(ports) > 15:  # the multiport match takes at most 15 ports
+        errs.add("knock_ports", "at most 15 ports")
+    return tuple(ports)
+
+
+def parse_network(text: Any) -> IPNetwork:
+    """An address or network as an admin writes it; host bits set is an error, not a guess."""
+    value = str(text).strip()
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"not an address or network: {text!r}") from None
+        raise ValueError(f"{value} has host bits set; did you mean {loose}?") from exc
+
+
+def _networks(name: str, raw: Any, errs: _Collector) -> tuple[IPNetwork, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        errs.add(name, "must be a list of addresses or networks")
+        return ()
+    if len(raw) > MAX_SET_ENTRIES:
+        errs.add(name, f"at most {MAX_SET_ENTRIES} entries")
+        return ()
+    seen: set[IPNetwork] = set()
+    networks: list[IPNetwork] = []
+    for i, item in enumerate(raw):
+        try:
+            net = parse_network(item)
+        except ValueError as exc:
+            errs.add(f"{name}[{i}]", str(exc))
+            continue
+        if net.prefixlen == 0:
+            errs.add(f"{name}[{i}]", f"{net} matches every address")
+        elif net in seen:
+            errs.add(f"{name}[{i}]", f"{net} is listed twice")
+        else:
+            seen.add(net)
+            networks.append(net)
+    return tuple(networks)
+
+
+def _knock_prefix(raw: Any, errs: _Collector) -> dict[int, int]:
+    result = {4: 32, 6: 128}
+    if not isinstance(raw, dict):
+        errs.add("knock_prefix", "must be a mapping like {ipv4: 32, ipv6: 128}")
+        return result
+    for key in sorted(set(raw) - set(PREFIX_KEYS), key=str):
+        errs.add(f"knock_prefix.{key}", "unknown key (known keys: ipv4, ipv6)")
+    for key, (family, longest) in PREFIX_KEYS.items():
+        if key in raw:
+            # Shorter than /8 or /16 would let one knock open mx2 for a whole provider.
+            shortest = 8 if family == 4 else 16
+            result[family] = _int_in_range(f"knock_prefix.{key}", raw[key], shortest, longest, errs)
+    return result
+
+
+def with_changes(config: Config, **changes: Any) -> Config:
+    """A new validated Config with some keys replaced (values in the YAML file's shape)."""
+    data = config.to_dict()
+    data.update(changes)
+    return from_dict(data)

@@ -1,0 +1,97 @@
+"""mxknockd: puts the config in force, serves the control API, reloads on SIGHUP.
+
+On stop the rules stay in the kernel: the bridge keeps filtering without us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import config as config_module
+from .control import ControlServer, socket_path
+from .engine import Engine
+from .notify import notify, watchdog_interval
+
+log = logging.getLogger("mxknockd")
+
+
+def handlers(engine: Engine) -> dict[str, Any]:
+    """The control API's commands; args come from the JSON request."""
+    return {
+        "ping": lambda a: {"pong": True},
+        "status": lambda a: engine.status(),
+        "knocks": lambda a: engine.knocks(),
+        "config": lambda a: engine.config_text(),
+        "rules": lambda a: engine.rules_text(),
+        "check": lambda a: {"valid": True, "config": engine.check_text(a["yaml"]).to_dict()},
+        "apply": lambda a: engine.apply_text(a["yaml"], a.get("confirm_within")),
+        "confirm": lambda a: engine.confirm(),
+        "rollback": lambda a: engine.rollback(),
+        "reload": lambda a: engine.reload(),
+        "whitelist_add": lambda a: engine.change_list("whitelist", add=list(a["entries"])),
+        "whitelist_remove": lambda a: engine.change_list("whitelist", remove=list(a["entries"])),
+        "whitelist_list": lambda a: {"whitelist": engine.config_text()["config"]["whitelist"] if engine.config else []},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mxknockd", description="mxknock daemon: Unlisting for SMTP on a bridge")
+    parser.add_argument("--config", type=Path, default=config_module.DEFAULT_PATH, help="YAML config file")
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        default=None,
+        help="control socket (default $MXKNOCK_SOCKET or /run/mxknock/control.sock)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    engine = Engine(args.config)
+    engine.start()
+    server = ControlServer(args.socket or socket_path(), handlers(engine))
+    server.serve_in_thread()
+
+    stop = threading.Event()
+    reload_requested = threading.Event()
+    wake = threading.Event()  # signals wake the main loop at once, not at the next tick
+
+    def on_signal(event: threading.Event) -> Any:
+        return lambda *_: (event.set(), wake.set())
+
+    signal.signal(signal.SIGTERM, on_signal(stop))
+    signal.signal(signal.SIGINT, on_signal(stop))
+    signal.signal(signal.SIGHUP, on_signal(reload_requested))
+
+    health = engine.status()["health"]
+    log.info("ready (health %s), control socket %s", health, server.path)
+    notify(f"READY=1\nSTATUS=health {health}")
+    tick = watchdog_interval() or 5.0
+    while not stop.is_set():
+        wake.wait(tick)
+        wake.clear()
+        if reload_requested.is_set():
+            reload_requested.clear()
+            try:
+                engine.reload()
+                log.info("reloaded %s", args.config)
+            except Exception as exc:  # a bad file must not take the daemon (or the rules) down
+                log.error("reload refused, the running rules stay: %s", exc)
+        notify("WATCHDOG=1")
+    notify("STOPPING=1")
+    server.close()
+    log.info("stopped; the rules stay in the kernel")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The engine: owns the kernel state and the config file; the daemon's one source of truth.
+
+Every change goes validate -> compile -> apply (atomic) -> verify -> (confirm or roll back).
+Refused input raises before anything in the kernel changes. The control API, the
+CLI and the console all come through here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import bridge, netfilter, recent, status
+from .compiler import compile_config
+from .config import Config, ConfigError, FieldError, load, parse_network, parse_yaml, with_changes
+from .ruleset import Ruleset
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """An operation failed; the message says what to do next."""
+
+
+@dataclass
+class PendingChange:
+    """An applied change that rolls back at `deadline` unless confirmed."""
+
+    previous: Config | None
+    new_text: str
+    deadline: float
+    timer: threading.Timer
+
+
+class Engine:
+    def __init__(self, config_path: Path, before_commit: netfilter.FailureHook | None = None):
+        self.config_path = Path(config_path)
+        self.config: Config | None = None
+        self.ruleset: Ruleset | None = None
+        self.pending: PendingChange | None = None
+        self.last_error: str | None = None
+        self.before_commit = before_commit  # failure injection for tests
+        self._lock = threading.RLock()
+
+    # ---- start-up -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the file and put it in force; without a usable one, stay closed and say why."""
+        if not self.config_path.exists():
+            self.last_error = f"no config at {self.config_path}: the bridge stays closed until one is applied"
+            log.warning(self.last_error)
+            return
+        try:
+            config = load(self.config_path)
+        except ConfigError as exc:
+            self.last_error = f"{self.config_path} is not valid ({exc}): the bridge stays closed; fix it and reload"
+            log.error(self.last_error)
+            return
+        try:
+            self._put_in_force(config)
+        except EngineError as exc:
+            self.last_error = str(exc)
+            log.error("filtering is NOT in place: %s", exc)
+
+    # ---- changes ------------------------------------------------------------------
+
+    def check_text(self, text: str) -> Config:
+        return parse_yaml(text)
+
+    def apply_text(self, text: str, confirm_within: float | None = None) -> dict[str, Any]:
+        config = parse_yaml(text)  # refused input stops here, before the kernel
+        with self._lock:
+            if self.pending is not None:
+                raise EngineError("a change is waiting for confirmation: confirm or roll it back first")
+            previous = self.config
+            self._put_in_force(config)
+            if confirm_within:
+                timer = threading.Timer(confirm_within, self._rollback_on_timeout)
+                timer.daemon = True
+                self.pending = PendingChange(previous, text, time.monotonic() + confirm_within, timer)
+                timer.start()
+            else:
+                self._save(text)
+            return {"applied": True, "confirm_within": confirm_within}
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the file (SIGHUP); a bad file is refused and the running rules stay."""
+        config = load(self.config_path)
+        with self._lock:
+            self._put_in_force(config)
+        return {"applied": True}
+
+    def confirm(self) -> dict[str, Any]:
+        with self._lock:
+            if self.pending is None:
+                raise EngineError("nothing is waiting for confirmation")
+            self.pending.timer.cancel()
+            self._save(self.pending.new_text)
+            self.pending = None
+            return {"confirmed": True}
+
+    def rollback(self) -> dict[str, Any]:
+        with self._lock:
+            if self.pending is None:
+                raise EngineError("nothing is waiting for confirmation")
+            self.pending.timer.cancel()
+            previous = self.pending.previous
+            self.pending = None
+            if previous is not None:
+                self._put_in_force(previous)
+            log.warning("change rolled back to the previous configuration")
+            return {"rolled_back": True}
+
+    def _rollback_on_timeout(self) -> None:
+        try:
+            self.rollback()
+            self.last_error = "a change was not confirmed in time and was rolled back"
+        except EngineError:
+            pass  # confirmed in the meantime
+
+    def change_list(self, key: str, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
+        """Add or remove whitelist (or selective) entries; saved to the file at once."""
+        with self._lock:
+            if self.config is None:
+                raise EngineError("no configuration yet: apply one first")
+            current = [str(n) for n in getattr(self.config, key)]
+            wanted = list(current)
+            errors = []
+            for i, item in enumerate(add):
+                try:
+                    net = str(parse_network(item))
+                except ValueError as exc:
+                    errors.append(FieldError(f"{key}[+{i}]", str(exc)))
+                    continue
+                if net not in wanted:
+                    wanted.append(net)
+            for i, item in enumerate(remove):
+                try:
+                    net = str(parse_network(item))
+                except ValueError as exc:
+                    errors.append(FieldError(f"{key}[-{i}]", str(exc)))
+                    continue
+                if net not in wanted:
+                    errors.append(FieldError(f"{key}[-{i}]", f"{net} is not in the {key}"))
+                else:
+                    wanted.remove(net)
+            if errors:
+                raise ConfigError(errors)
+            config = with_changes(self.config, **{key: wanted})
+            self._put_in_force(config)
+            self._save(config.to_yaml())
+            return {key: [str(n) for n in getattr(config, key)]}
+
+    def _put_in_force(self, config: Config) -> None:
+        """Apply and verify a valid config; on any failure the previous rules stay or come back."""
+        ruleset = compile_config(config)
+        with self._lock:
+            try:
+                bridge.prepare(config.bridge)
+            except (bridge.BridgeError, OSError) as exc:
+                raise EngineError(f"cannot set up the bridge: {exc}") from exc
+            try:
+                netfilter.apply(ruleset, self.before_commit)
+            except netfilter.ApplyError as exc:
+                raise EngineError(str(exc)) from exc
+            problems = netfilter.verify(ruleset)
+            state = bridge.read_state(config.bridge)
+            if not state.filtering:
+                problems.append("br_netfilter is not active on the bridge")
+            if problems:
+                self._restore_previous()
+                if self.ruleset is None:
+                    bridge.close(config.bridge)
+                raise EngineError(
+                    "filtering could not be verified ("
+                    + "; ".join(problems)
+                    + "); "
+                    + ("the previous rules are back" if self.ruleset else "the bridge is kept closed")
+                )
+            bridge.open_ports(config.bridge)
+            self.config, self.ruleset, self.last_error = config, ruleset, None
+            log.info("applied: mode %s, mx1 %s, mx2 %s", config.mode, _addrs(config.mx1), _addrs(config.mx2))
+
+    def _restore_previous(self) -> None:
+        if self.ruleset is not None:
+            try:
+                netfilter.apply(self.ruleset)
+            except netfilter.ApplyError:
+                log.exception("could not restore the previous rules")
+
+    def _save(self, text: str) -> None:
+        """Write the config file atomically: a crash leaves the old file or the new one."""
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.config_path.parent, prefix=".mxknock-", suffix=".yaml")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.config_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # ---- reading --------------------------------------------------------------------
+
+    def knock_reports(self, with_knocks: bool = False) -> list[recent.ListReport]:
+        if self.ruleset is None or self.config is None:
+            return []
+        return [
+            recent.report(fam.knock_list, self.config.window)
+            for fam in self.ruleset.families
+            if fam.knock_list is not None
+        ]
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            config, ruleset = self.config, self.ruleset
+            kernel = [netfilter.read_family(f) for f in (4, 6)]
+            rule_problems = netfilter.verify(ruleset) if ruleset else []
+            bridge_state = bridge.read_state(config.bridge) if config else None
+            lists = self.knock_reports()
+            verdict = status.health(config is not None, rule_problems, bridge_state, lists)
+            problems = list(verdict.problems)
+            if self.last_error and self.last_error not in problems:
+                problems.append(self.last_error)
+            return {
+                "health": verdict.level,
+                "problems": problems,
+                "warnings": list(verdict.warnings),
+                "config_path": str(self.config_path),
+                "config": config.to_dict() if config else None,
+                "filtering_verified": config is not None
+                and not rule_problems
+                and bool(bridge_state and bridge_state.filtering),
+                "bridge": bridge_state.to_json() if bridge_state else None,
+                "counters": status.counters(kernel),
+                "knock_lists": [r.to_json() for r in lists],
+                "pending": None
+                if self.pending is None
+                else {"seconds_left": max(0.0, round(self.pending.deadline - time.monotonic(), 1))},
+            }
+
+    def knocks(self) -> dict[str, Any]:
+        return {"knock_lists": [r.to_json(with_knocks=True) for r in self.knock_reports(with_knocks=True)]}
+
+    def config_text(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "config": self.config.to_dict() if self.config else None,
+                "yaml": self.config.to_yaml() if self.config else None,
+            }
+
+    def rules_text(self) -> dict[str, Any]:
+        return {"rules": self.ruleset.render() if self.ruleset else ""}
+
+
+def _addrs(addresses: tuple) -> str:
+    return ",".join(str(a) for a in addresses)

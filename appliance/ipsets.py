@@ -1,0 +1,88 @@
+"""Kernel ipsets through pyroute2: replaced whole and atomically with `swap`.
+
+A new set is filled under a temporary name and swapped with the live one, so a
+packet sees either the old whitelist or the new one, never half of it. After the
+swap the temporary name holds the old contents: swapping again is the rollback.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import IPSet as IPSetSocket
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .ruleset import IPSet
+
+ENOENT = 2
+FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _staging(name: str) -> str:
+    return f"{name}-new"
+
+
+def _exists(ips: IPSetSocket, name: str) -> bool:
+    try:
+        list(ips.headers(name))  # a lazy generator: the error comes when it is read
+    except NetlinkError as exc:
+        if exc.code == ENOENT:
+            return False
+        raise
+    return True
+
+
+def _create(ips: IPSetSocket, spec: IPSet, name: str) -> None:
+    ips.create(name, stype=spec.kind, family=FAMILY[spec.family], maxelem=spec.maxelem)
+
+
+@dataclass
+class SwappedSet:
+    """A live set whose previous contents wait under the staging name."""
+
+    name: str
+
+    def rollback(self) -> None:
+        with IPSetSocket() as ips:
+            ips.swap(_staging(self.name), self.name)
+            ips.destroy(_staging(self.name))
+
+    def commit(self) -> None:
+        with IPSetSocket() as ips:
+            ips.destroy(_staging(self.name))
+
+
+def replace(spec: IPSet) -> SwappedSet:
+    staging = _staging(spec.name)
+    with IPSetSocket() as ips:
+        if _exists(ips, staging):
+            ips.destroy(staging)
+        _create(ips, spec, staging)
+        try:
+            for entry in spec.entries:
+                ips.add(staging, entry, etype="net", family=FAMILY[spec.family])
+            if not _exists(ips, spec.name):
+                _create(ips, spec, spec.name)
+            ips.swap(staging, spec.name)
+        except Exception:
+            ips.destroy(staging)
+            raise
+    return SwappedSet(spec.name)
+
+
+def members(name: str) -> set[str] | None:
+    """The set's entries as 'address/prefix' strings, or None if it does not exist."""
+    with IPSetSocket() as ips:
+        if not _exists(ips, name):
+            return None
+        found: set[str] = set()
+        for msg in ips.list(name):
+            adt = msg.get_attr("IPSET_ATTR_ADT")
+            if adt is None:
+                continue
+            for data in adt.get_attrs("IPSET_ATTR_DATA"):
+                ip_from = data.get_attr("IPSET_ATTR_IP_FROM")
+                address = ip_from.get_attr("IPSET_ATTR_IPADDR_IPV4") or ip_from.get_attr("IPSET_ATTR_IPADDR_IPV6")
+                found.add(f"{address}/{data.get_attr('IPSET_ATTR_CIDR')}")
+        return found

@@ -1,0 +1,244 @@
+"""The netfilter backend: Ruleset values into the legacy iptables tables via python-iptables.
+
+Each family's filter table is changed in one libiptc commit (atomic in the kernel).
+Sets are swapped in before the tables; if anything fails part-way, the sets are
+swapped back and every table already committed is put back as it was read before
+the apply began. Only our chain and our jump rule in FORWARD are touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import iptc
+
+from . import ipsets
+from .ruleset import CHAIN, COMMENT_PREFIX, FamilyRuleset, Match, Rule, Ruleset
+
+log = logging.getLogger(__name__)
+
+# python-iptables (libiptc) is not thread-safe; the daemon's API threads share this.
+_lock = threading.RLock()
+
+FailureHook = Callable[[str], None]
+
+
+class ApplyError(RuntimeError):
+    """The kernel refused the rules; the previous rules are back in place."""
+
+
+def _table(family: int) -> iptc.Table | iptc.Table6:
+    table = iptc.Table(iptc.Table.FILTER) if family == 4 else iptc.Table6(iptc.Table6.FILTER)
+    table.autocommit = False
+    table.refresh()
+    return table
+
+
+def _argv(key: str, value: str | None) -> str | list[str]:
+    """An option's arguments: '--match-set NAME src' takes two, a flag takes none."""
+    if value is None:
+        return ""
+    return value if key == "comment" or " " not in value else value.split(" ")
+
+
+def to_iptc(rule: Rule, family: int) -> iptc.Rule | iptc.Rule6:
+    out = iptc.Rule() if family == 4 else iptc.Rule6()
+    if rule.src:
+        out.src = rule.src
+    if rule.dst:
+        out.dst = rule.dst
+    if rule.protocol:
+        out.protocol = rule.protocol
+    for match in rule.all_matches():
+        m = out.create_match(match.name)
+        for key, value in match.options:
+            # set_parameter, not attributes: option names like "name" clash with attributes.
+            m.set_parameter(key, _argv(key, value))
+    target = iptc.Target(out, rule.target)
+    for key, value in rule.target_options:
+        target.set_parameter(key, _argv(key, value))
+    out.target = target
+    return out
+
+
+def _address(text: str | None) -> str | None:
+    """python-iptables gives '192.0.2.1/255.255.255.255'; 'any' comes back as a /0."""
+    if not text:
+        return None
+    net = ipaddress.ip_network(text, strict=False)
+    return None if net.prefixlen == 0 else str(net)
+
+
+def from_iptc(rule: iptc.Rule, chain: str) -> Rule:
+    """Our value type for a kernel rule (counters aside), for verify and snapshots."""
+    matches = []
+    role = None
+    for m in rule.matches:
+        params = m.get_all_parameters()
+        if m.name == "comment" and params.get("comment", [""])[0].startswith(COMMENT_PREFIX):
+            role = params["comment"][0][len(COMMENT_PREFIX) :]
+            continue
+        matches.append(Match(m.name, tuple((k, " ".join(v) if v else None) for k, v in params.items())))
+    target_params = rule.target.get_all_parameters() if rule.target else {}
+    protocol = rule.protocol if rule.protocol not in ("ip", "all", "0", "", None) else None
+    return Rule(
+        chain=chain,
+        target=rule.target.name if rule.target else "",
+        src=_address(rule.src),
+        dst=_address(rule.dst),
+        protocol=protocol,
+        matches=tuple(matches),
+        target_options=tuple((k, " ".join(v) if v else None) for k, v in target_params.items()),
+        role=role,
+    )
+
+
+def canonical(rule: Rule, family: int) -> Rule:
+    """How the kernel will show a rule we build: ours and theirs compare equal."""
+    return from_iptc(to_iptc(rule, family), rule.chain)
+
+
+def _is_our_jump(rule: iptc.Rule) -> bool:
+    return bool(rule.target) and rule.target.name == CHAIN
+
+
+@dataclass(frozen=True)
+class Counter:
+    packets: int
+    bytes: int
+
+
+@dataclass
+class KernelFamily:
+    """What the kernel holds of ours in one family, read in one go."""
+
+    family: int
+    rules: tuple[Rule, ...] = ()
+    counters: tuple[Counter, ...] = ()
+    jumps: int = 0
+
+    def as_ruleset(self) -> FamilyRuleset:
+        return FamilyRuleset(family=self.family, rules=self.rules, sets=(), knock_list=None)
+
+
+def read_family(family: int) -> KernelFamily:
+    with _lock:
+        table = _table(family)
+        result = KernelFamily(family)
+        rules: list[Rule] = []
+        counters: list[Counter] = []
+        for kernel_rule in iptc.Chain(table, "FORWARD").rules:
+            if _is_our_jump(kernel_rule):
+                result.jumps += 1
+                rules.append(from_iptc(kernel_rule, "FORWARD"))
+                counters.append(Counter(*kernel_rule.get_counters()))
+        if table.is_chain(CHAIN):
+            for kernel_rule in iptc.Chain(table, CHAIN).rules:
+                rules.append(from_iptc(kernel_rule, CHAIN))
+                counters.append(Counter(*kernel_rule.get_counters()))
+        result.rules = tuple(rules)
+        result.counters = tuple(counters)
+        return result
+
+
+def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> None:
+    family = ruleset.family
+    table = _table(family)
+    try:
+        if ruleset.rules and not table.is_chain(CHAIN):
+            table.create_chain(CHAIN)
+        forward = iptc.Chain(table, "FORWARD")
+        for kernel_rule in forward.rules:
+            if _is_our_jump(kernel_rule):
+                forward.delete_rule(kernel_rule)
+        if table.is_chain(CHAIN):
+            iptc.Chain(table, CHAIN).flush()
+        position = 0
+        for rule in ruleset.rules:
+            if rule.chain == "FORWARD":
+                # Our jump goes first in FORWARD: traffic to the mail server is judged by us
+                # before any accept-all rule of someone else could wave it through.
+                forward.insert_rule(to_iptc(rule, family), position)
+                position += 1
+            else:
+                iptc.Chain(table, rule.chain).append_rule(to_iptc(rule, family))
+        if not ruleset.rules and table.is_chain(CHAIN):
+            table.delete_chain(CHAIN)
+        if before_commit:
+            before_commit(f"ipv{family}")
+        table.commit()
+    finally:
+        table.refresh()  # drop uncommitted changes; a committed handle needs it too
+
+
+@dataclass
+class Transaction:
+    """What has been changed so far, so a failure can put it all back."""
+
+    snapshots: dict[int, KernelFamily] = field(default_factory=dict)
+    committed: list[int] = field(default_factory=list)
+    swapped: list[ipsets.SwappedSet] = field(default_factory=list)
+
+    def rollback(self) -> None:
+        for family in reversed(self.committed):
+            try:
+                _write_family(self.snapshots[family].as_ruleset(), None)
+            except Exception:  # keep going: the sets and the other family still need it
+                log.exception("rollback of IPv%d rules failed", family)
+        for swapped in reversed(self.swapped):
+            try:
+                swapped.rollback()
+            except Exception:
+                log.exception("rollback of ipset %s failed", swapped.name)
+
+    def commit(self) -> None:
+        for swapped in self.swapped:
+            swapped.commit()
+
+
+def apply(ruleset: Ruleset, before_commit: FailureHook | None = None) -> None:
+    """Put the ruleset in place, all of it or none of it.
+
+    `before_commit` is called with a step name ("ipv4", "ipv6") just before each
+    table commit; tests raise from it to prove the rollback.
+    """
+    with _lock:
+        txn = Transaction()
+        try:
+            for fam in ruleset.families:
+                txn.snapshots[fam.family] = read_family(fam.family)
+            for fam in ruleset.families:
+                for spec in fam.sets:
+                    txn.swapped.append(ipsets.replace(spec))
+            for fam in ruleset.families:
+                _write_family(fam, before_commit)
+                txn.committed.append(fam.family)
+        except Exception as exc:
+            txn.rollback()
+            detail = getattr(exc, "args", [exc])[0] if exc.args else exc
+            raise ApplyError(f"the kernel refused the rules ({detail}); the previous rules are back") from exc
+        txn.commit()
+
+
+def verify(ruleset: Ruleset) -> list[str]:
+    """Read the kernel back and list every difference from the ruleset (empty: all good)."""
+    problems: list[str] = []
+    with _lock:
+        for fam in ruleset.families:
+            kernel = read_family(fam.family)
+            expected = [canonical(rule, fam.family) for rule in fam.rules]
+            if kernel.jumps != (1 if fam.rules else 0):
+                problems.append(f"IPv{fam.family}: {kernel.jumps} jump rules to {CHAIN} in FORWARD")
+            if list(kernel.rules) != expected:
+                problems.append(f"IPv{fam.family}: the rules in the kernel differ from the ruleset")
+            for spec in fam.sets:
+                present = ipsets.members(spec.name)
+                if present is None:
+                    problems.append(f"ipset {spec.name} is missing")
+                elif present != set(spec.entries):
+                    problems.append(f"ipset {spec.name} holds {len(present)} entries, expected {len(spec.entries)}")
+    return problems

@@ -1,0 +1,76 @@
+"""Status: kernel counters, knock lists and bridge state folded into one report.
+
+Pure functions over what the daemon read; the same dict goes to the CLI, the
+console and scripts (`mxknock status --json`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import compiler
+from .bridge import BridgeState
+from .netfilter import KernelFamily
+from .recent import ListReport
+
+# What each counter means for a mail admin, keyed by the rule roles that feed it.
+COUNTERS = {
+    "knocks": (compiler.ROLE_KNOCK, compiler.ROLE_KNOCK_PORT),
+    "after_knock": (compiler.ROLE_AFTER_KNOCK,),
+    "whitelisted": (compiler.ROLE_WHITELIST,),
+    "refused": (compiler.ROLE_REFUSED,),
+    "open": (compiler.ROLE_OPEN,),
+}
+COUNTER_LABELS = {
+    "knocks": "knocks recorded",
+    "after_knock": "let through after a knock",
+    "whitelisted": "whitelisted connections",
+    "refused": "refused at mx2 (spam stopped)",
+    "open": "let through without a knock",
+}
+
+OK, WARNING, CRITICAL = "ok", "warning", "critical"
+
+
+def counters(kernel: list[KernelFamily]) -> dict[str, dict[str, int]]:
+    """Packet counts per meaning, per family and in total. Only new connections reach
+    these rules (established traffic is accepted first), so packets ~ connection attempts."""
+    result: dict[str, dict[str, int]] = {}
+    for name, roles in COUNTERS.items():
+        per_family = {
+            f"ipv{k.family}": sum(c.packets for r, c in zip(k.rules, k.counters, strict=True) if r.role in roles)
+            for k in kernel
+        }
+        result[name] = {**per_family, "total": sum(per_family.values())}
+    return result
+
+
+@dataclass(frozen=True)
+class Health:
+    level: str
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+def health(has_config: bool, rule_problems: list[str], bridge: BridgeState | None, lists: list[ListReport]) -> Health:
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not has_config:
+        problems.append("no configuration yet: run the console's setup or `mxknock apply FILE`")
+    problems.extend(rule_problems)
+    if bridge is not None:
+        if not bridge.present:
+            problems.append(f"bridge {bridge.name} does not exist")
+        elif not bridge.filtering:
+            problems.append("br_netfilter is off: bridged packets would bypass every rule")
+        elif not bridge.forwarding:
+            problems.append(f"bridge {bridge.name} is not forwarding: mail cannot reach the server")
+    for report in lists:
+        if report.evicting:
+            warnings.append(
+                f"knock list {report.name} is full ({report.entries}/{report.capacity}) and evicting knocks "
+                f"younger than the window (oldest {report.oldest_age:.0f} s < {report.window} s): raise "
+                "xt_recent ip_list_tot, shorten the window, or fall back to nolisting"
+            )
+    level = CRITICAL if problems else WARNING if warnings else OK
+    return Health(level, tuple(problems), tuple(warnings))

@@ -63,6 +63,14 @@ def cmd_whitelist(args: argparse.Namespace, client: ControlClient) -> Any:
     return client.call(f"whitelist_{args.action}", entries=args.entries)
 
 
+def cmd_trusted(args: argparse.Namespace, client: ControlClient) -> Any:
+    if args.action == "list":
+        return client.call("trusted_list")
+    if not args.entries:
+        raise ConfigError([config_module.FieldError("trusted", f"give at least one address to {args.action}")])
+    return client.call(f"trusted_{args.action}", entries=args.entries)
+
+
 def simple(command: str) -> Any:
     return lambda args, client: client.call(command)
 
@@ -106,6 +114,10 @@ def show_status(result: dict[str, Any]) -> str:
     for key, label in COUNTER_LABELS.items():
         c = result["counters"][key]
         lines.append(f"  {label:<34} {c['total']:>7} {c.get('ipv4', 0):>7} {c.get('ipv6', 0):>7}")
+    trusted = result.get("trusted") or {}
+    lines.append(
+        f"proven senders: {trusted.get('total', 0)} (IPv4 {trusted.get('ipv4', 0)}, IPv6 {trusted.get('ipv6', 0)})"
+    )
     for kl in result["knock_lists"]:
         lines.append(
             f"knock list {kl['name']}: {kl['entries']}/{kl['capacity']} entries ({kl['live']} inside the window), "
@@ -120,6 +132,10 @@ def show_status(result: dict[str, Any]) -> str:
 
 def show_knocks(result: dict[str, Any], sort: str) -> str:
     lines = []
+    trusted = result.get("trusted") or {}
+    lines.append(
+        f"proven senders: {trusted.get('total', 0)} (IPv4 {trusted.get('ipv4', 0)}, IPv6 {trusted.get('ipv6', 0)})"
+    )
     for kl in result["knock_lists"]:
         lines.append(f"{kl['name']}: {kl['entries']}/{kl['capacity']} entries, window {kl['window']} s")
         knocks = sorted(kl["knocks"], key=lambda k: k[sort] if sort != "address" else k["address"])
@@ -144,6 +160,10 @@ def show(command: str, result: Any, args: argparse.Namespace) -> str:
         if result.get("confirm_within"):
             return f"applied; rolls back in {result['confirm_within']:g} s unless you run `mxknock confirm`"
         return "applied"
+    if command == "trusted":
+        rows = [f"{e['address']:<40} {e['family']}  {_age(e['time_left'])} left" for e in result["trusted"]]
+        state = "on" if result.get("enabled") else "off"
+        return "\n".join([f"proven senders: {len(rows)} (trust {state})", *rows])
     if command == "default-config":
         return result.rstrip("\n")
     return json.dumps(result)
@@ -172,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("whitelist", help="addresses and networks that pass without knocking")
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("entries", nargs="*", metavar="ADDRESS_OR_NETWORK")
+    p = sub.add_parser("trusted", help="proven senders: pass to mx2 without a knock")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("entries", nargs="*", metavar="ADDRESS")
     sub.add_parser("default-config", help="print the embedded default config")
     return parser
 
@@ -186,6 +209,7 @@ COMMANDS = {
     "status": simple("status"),
     "knocks": simple("knocks"),
     "whitelist": cmd_whitelist,
+    "trusted": cmd_trusted,
     "default-config": lambda args, client: config_module.default_text(),
 }
 

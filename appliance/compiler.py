@@ -3,12 +3,19 @@
 Per family, one chain (MXKNOCK) reached by one jump from FORWARD for packets that
 enter the bridge on its outside port. Its order is the design:
 
+  0. trust: a connection we let through after a knock (connmark) that completes its
+     handshake (its first ACK is the 2nd or 3rd packet from the client) makes its
+     source a proven sender (ipset with timeouts). Spoofed SYNs never get that far.
   1. established/related: accept, so no session is cut when its window expires
   2. whitelist (ipset): accept to mx1 and mx2 without knocking
   3. extra knock ports on the mail server: record the knock, fall through
   4. mx1: record the knock; reset (or accept, in backup-mx mode)
-  5. mx2: per mode, accept after a knock inside the window, or for everybody
+  5. mx2: per mode, accept after a knock inside the window, or for everybody;
+     then proven senders
   6. mx2: reset the rest
+
+Accepting "after a knock" jumps to MXKNOCK-PASS, which marks the connection (for 0)
+and accepts.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 
 from .config import Config
-from .ruleset import CHAIN, FamilyRuleset, IPSet, Match, Options, Rule, Ruleset
+from .ruleset import CHAIN, PASS_CHAIN, FamilyRuleset, IPSet, Match, Options, Rule, Ruleset
 
 RESET: Options = (("reject-with", "tcp-reset"),)
 
@@ -29,6 +36,17 @@ ROLE_KNOCK = "knock"
 ROLE_AFTER_KNOCK = "after-knock"
 ROLE_OPEN = "open"
 ROLE_REFUSED = "refused"
+ROLE_TRUSTED = "trusted"
+ROLE_TRUST_EARNED = "trust-earned"
+ROLE_PASS = "pass"
+
+# The connmark bit of connections let through after a knock; one bit, so it leaves the
+# rest of the mark to anyone else on the box.
+EARNED_MARK = "0x10000000/0x10000000"
+# ipset keeps a timeout of at most 2147483 s (~24.8 days); the daemon extends entries
+# whose configured lifetime is longer (state.py).
+IPSET_MAX_TIMEOUT = 2147483
+TRUST_SET_SIZE = 262144
 
 
 def knock_list_name(family: int, prefix: int) -> str:
@@ -75,6 +93,11 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
     knock_valid = recent("rcheck", ("seconds", str(config.window)))
     whitelisted = Match("set", (("match-set", f"{allow_set} src"),))
     selected = Match("set", (("match-set", f"{select_set} src"),))
+    trust_on = config.trust.enabled and config.mode != "nolisting"
+    trust_set = set_name("trust", family)
+    trust_timeout = min(config.trust.lifetime, IPSET_MAX_TIMEOUT)
+    # Accepting after a knock (or as a proven sender) marks the connection when trust is on.
+    let_through = PASS_CHAIN if trust_on else "ACCEPT"
 
     rules: list[Rule] = [
         Rule(
@@ -82,7 +105,28 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
             matches=(Match("physdev", (("physdev-in", config.bridge.outside), ("physdev-is-bridged", None))),),
             target=CHAIN,
             role=ROLE_JUMP,
-        ),
+        )
+    ]
+    if trust_on:
+        rules.append(
+            Rule(
+                chain=CHAIN,
+                protocol="tcp",
+                matches=(
+                    Match("connmark", (("mark", EARNED_MARK),)),
+                    Match("conntrack", (("ctstate", "ESTABLISHED"), ("ctdir", "ORIGINAL"))),
+                    # Packet 2 is the handshake's ACK (3 if the SYN was sent twice).
+                    Match(
+                        "connbytes",
+                        (("connbytes", "2:3"), ("connbytes-mode", "packets"), ("connbytes-dir", "original")),
+                    ),
+                ),
+                target="SET",
+                target_options=(("add-set", f"{trust_set} src"), ("exist", None), ("timeout", str(trust_timeout))),
+                role=ROLE_TRUST_EARNED,
+            )
+        )
+    rules += [
         Rule(
             chain=CHAIN,
             matches=(Match("conntrack", (("ctstate", "RELATED,ESTABLISHED"),)),),
@@ -108,25 +152,38 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
             )
 
     if config.mode == "backup-mx":
-        rules.append(smtp(mx1, record_knock, target="ACCEPT", role=ROLE_KNOCK))
+        rules.append(smtp(mx1, record_knock, target=let_through, role=ROLE_KNOCK))
     else:
         # Nolisting records knocks too: switching back to Unlisting (e.g. after falling
         # back to Nolisting during a flood) then finds a warm list, not an empty one.
         rules.append(smtp(mx1, record_knock, target="REJECT", target_options=RESET, role=ROLE_KNOCK))
 
+    trusted = Match("set", (("match-set", f"{trust_set} src"),))
     if config.mode == "nolisting":
         rules.append(smtp(mx2, target="ACCEPT", role=ROLE_OPEN))
     elif config.mode == "selective":
-        rules.append(smtp(mx2, selected, knock_valid, target="ACCEPT", role=ROLE_AFTER_KNOCK))
+        rules.append(smtp(mx2, selected, knock_valid, target=let_through, role=ROLE_AFTER_KNOCK))
+        if trust_on:
+            rules.append(smtp(mx2, selected, trusted, target=let_through, role=ROLE_TRUSTED))
         rules.append(smtp(mx2, selected, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
         rules.append(smtp(mx2, target="ACCEPT", role=ROLE_OPEN))
     else:  # unlisting, backup-mx
-        rules.append(smtp(mx2, knock_valid, target="ACCEPT", role=ROLE_AFTER_KNOCK))
+        rules.append(smtp(mx2, knock_valid, target=let_through, role=ROLE_AFTER_KNOCK))
+        if trust_on:
+            rules.append(smtp(mx2, trusted, target=let_through, role=ROLE_TRUSTED))
         rules.append(smtp(mx2, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
+
+    if trust_on:
+        rules += [
+            Rule(chain=PASS_CHAIN, target="CONNMARK", target_options=(("set-xmark", EARNED_MARK),)),
+            Rule(chain=PASS_CHAIN, target="ACCEPT", role=ROLE_PASS),
+        ]
 
     sets = (
         IPSet(allow_set, family, tuple(_entry(n) for n in config.networks("whitelist", family))),
         IPSet(select_set, family, tuple(_entry(n) for n in config.networks("selective", family))),
+        # Created even with trust off, so turning it on again finds what was learned.
+        IPSet(trust_set, family, (), kind="hash:ip", maxelem=TRUST_SET_SIZE, keep=True, timeout=trust_timeout),
     )
     return FamilyRuleset(family=family, rules=tuple(rules), sets=sets, knock_list=knock_list)
 

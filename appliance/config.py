@@ -57,6 +57,15 @@ class Bridge:
 
 
 @dataclass(frozen=True)
+class Trust:
+    """Proven senders: a source whose handshake to mx2 completed after a knock passes
+    without a knock for `lifetime` seconds, refreshed on each accepted connection."""
+
+    enabled: bool = True
+    lifetime: int = 36 * 86400  # OpenBSD spamd's whitelist lifetime
+
+
+@dataclass(frozen=True)
 class Config:
     bridge: Bridge
     mode: str
@@ -68,6 +77,7 @@ class Config:
     whitelist: tuple[IPNetwork, ...] = ()
     selective: tuple[IPNetwork, ...] = ()
     knock_prefix: Mapping[int, int] = field(default_factory=lambda: {4: 32, 6: 128})
+    trust: Trust = field(default_factory=Trust)
 
     def families(self) -> tuple[int, ...]:
         """Address families the mail server is reachable in (validated equal for mx1, mx2)."""
@@ -97,6 +107,7 @@ class Config:
             "whitelist": [_net_str(n) for n in self.whitelist],
             "selective": [_net_str(n) for n in self.selective],
             "knock_prefix": {"ipv4": self.knock_prefix[4], "ipv6": self.knock_prefix[6]},
+            "trust": {"enabled": self.trust.enabled, "lifetime": self.trust.lifetime},
         }
 
     def to_yaml(self) -> str:
@@ -119,9 +130,12 @@ TOP_KEYS = {
     "whitelist",
     "selective",
     "knock_prefix",
+    "trust",
 }
 BRIDGE_KEYS = {"name", "outside", "inside"}
 PREFIX_KEYS = {"ipv4": (4, 32), "ipv6": (6, 128)}
+TRUST_KEYS = {"enabled", "lifetime"}
+TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX = 60, 366 * 86400
 
 
 class _Collector:
@@ -186,6 +200,7 @@ def from_dict(data: Any) -> Config:
     if mode == "selective" and not selective and not any(e.field.startswith("selective") for e in errs.errors):
         errs.add("selective", "mode selective needs at least one network to apply Unlisting to")
     knock_prefix = _knock_prefix(data.get("knock_prefix", {}), errs)
+    trust = _trust(data.get("trust", {}), errs)
 
     if errs.errors:
         raise ConfigError(errs.errors)
@@ -200,6 +215,7 @@ def from_dict(data: Any) -> Config:
         whitelist=whitelist,
         selective=selective,
         knock_prefix=knock_prefix,
+        trust=trust,
     )
 
 
@@ -358,6 +374,22 @@ def _knock_prefix(raw: Any, errs: _Collector) -> dict[int, int]:
             shortest = 8 if family == 4 else 16
             result[family] = _int_in_range(f"knock_prefix.{key}", raw[key], shortest, longest, errs)
     return result
+
+
+def _trust(raw: Any, errs: _Collector) -> Trust:
+    if not isinstance(raw, dict):
+        errs.add("trust", "must be a mapping like {enabled: true, lifetime: 3110400}")
+        return Trust()
+    for key in sorted(set(raw) - TRUST_KEYS, key=str):
+        errs.add(f"trust.{key}", "unknown key (known keys: enabled, lifetime)")
+    enabled = raw.get("enabled", Trust.enabled)
+    if not isinstance(enabled, bool):
+        errs.add("trust.enabled", f"must be true or false, not {enabled!r}")
+        enabled = Trust.enabled
+    lifetime = _int_in_range(
+        "trust.lifetime", raw.get("lifetime", Trust.lifetime), TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX, errs
+    )
+    return Trust(enabled=enabled, lifetime=lifetime)
 
 
 def with_changes(config: Config, **changes: Any) -> Config:

@@ -10,10 +10,12 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from . import config as config_module
+from . import state as state_module
 from .control import ControlServer, socket_path
 from .engine import Engine
 from .notify import notify, watchdog_interval
@@ -37,7 +39,17 @@ def handlers(engine: Engine) -> dict[str, Any]:
         "whitelist_add": lambda a: engine.change_list("whitelist", add=list(a["entries"])),
         "whitelist_remove": lambda a: engine.change_list("whitelist", remove=list(a["entries"])),
         "whitelist_list": lambda a: {"whitelist": engine.config_text()["config"]["whitelist"] if engine.config else []},
+        "trusted_list": lambda a: engine.trusted(),
+        "trusted_add": lambda a: engine.change_trusted(add=list(a["entries"])),
+        "trusted_remove": lambda a: engine.change_trusted(remove=list(a["entries"])),
     }
+
+
+def _maintain(engine: Engine) -> None:
+    try:
+        engine.maintain()
+    except Exception:  # saving state must never stop the daemon; the next tick tries again
+        log.exception("saving state failed")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,6 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="control socket (default $MXKNOCK_SOCKET or /run/mxknock/control.sock)",
     )
+    parser.add_argument(
+        "--state-dir", type=Path, default=state_module.DEFAULT_DIR, help="where knocks and proven senders are saved"
+    )
+    parser.add_argument("--save-interval", type=float, default=60.0, help="seconds between state saves")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser.parse_args(argv)
 
@@ -56,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    engine = Engine(args.config)
+    engine = Engine(args.config, state_dir=args.state_dir)
     engine.start()
     server = ControlServer(args.socket or socket_path(), handlers(engine))
     server.serve_in_thread()
@@ -75,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     health = engine.status()["health"]
     log.info("ready (health %s), control socket %s", health, server.path)
     notify(f"READY=1\nSTATUS=health {health}")
-    tick = watchdog_interval() or 5.0
+    tick = min(watchdog_interval() or 5.0, args.save_interval)
+    next_save = time.monotonic() + args.save_interval
     while not stop.is_set():
         wake.wait(tick)
         wake.clear()
+        if time.monotonic() >= next_save:
+            next_save = time.monotonic() + args.save_interval
+            _maintain(engine)
         if reload_requested.is_set():
             reload_requested.clear()
             try:
@@ -89,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         notify("WATCHDOG=1")
     notify("STOPPING=1")
     server.close()
+    _maintain(engine)  # save knocks and proven senders for the next start
     log.info("stopped; the rules stay in the kernel")
     return 0
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bridge, netfilter, recent, status
-from .compiler import compile_config
+from . import bridge, ipsets, netfilter, recent, status
+from .compiler import IPSET_MAX_TIMEOUT, compile_config, set_name
 from .config import Config, ConfigError, FieldError, load, parse_network, parse_yaml, with_changes
 from .ruleset import Ruleset
+from .state import StateKeeper
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,14 @@ class PendingChange:
 
 
 class Engine:
-    def __init__(self, config_path: Path, before_commit: netfilter.FailureHook | None = None):
+    def __init__(
+        self,
+        config_path: Path,
+        state_dir: Path | None = None,
+        before_commit: netfilter.FailureHook | None = None,
+    ):
         self.config_path = Path(config_path)
+        self.state = StateKeeper(state_dir) if state_dir else None
         self.config: Config | None = None
         self.ruleset: Ruleset | None = None
         self.pending: PendingChange | None = None
@@ -63,10 +70,25 @@ class Engine:
             log.error(self.last_error)
             return
         try:
-            self._put_in_force(config)
+            # Saved knocks and proven senders go back in before the bridge forwards.
+            self._put_in_force(config, before_forwarding=self._restore_state)
         except EngineError as exc:
             self.last_error = str(exc)
             log.error("filtering is NOT in place: %s", exc)
+
+    def _restore_state(self, config: Config, ruleset: Ruleset) -> None:
+        if self.state is not None:
+            self.state.restore(config, _knock_lists(ruleset))
+
+    def maintain(self) -> None:
+        """Periodic upkeep: extend long-lived proven senders and save the state."""
+        with self._lock:
+            if self.state is not None and self.config is not None and self.ruleset is not None:
+                self.state.maintain(self.config, _knock_lists(self.ruleset))
+
+    def stop(self) -> None:
+        """The rules stay in the kernel; the state is saved for the next start."""
+        self.maintain()
 
     # ---- changes ------------------------------------------------------------------
 
@@ -157,7 +179,7 @@ class Engine:
             self._save(config.to_yaml())
             return {key: [str(n) for n in getattr(config, key)]}
 
-    def _put_in_force(self, config: Config) -> None:
+    def _put_in_force(self, config: Config, before_forwarding: Any = None) -> None:
         """Apply and verify a valid config; on any failure the previous rules stay or come back."""
         ruleset = compile_config(config)
         with self._lock:
@@ -183,6 +205,8 @@ class Engine:
                     + "); "
                     + ("the previous rules are back" if self.ruleset else "the bridge is kept closed")
                 )
+            if before_forwarding is not None:
+                before_forwarding(config, ruleset)
             bridge.open_ports(config.bridge)
             self.config, self.ruleset, self.last_error = config, ruleset, None
             log.info("applied: mode %s, mx1 %s, mx2 %s", config.mode, _addrs(config.mx1), _addrs(config.mx2))
@@ -227,13 +251,17 @@ class Engine:
             rule_problems = netfilter.verify(ruleset) if ruleset else []
             bridge_state = bridge.read_state(config.bridge) if config else None
             lists = self.knock_reports()
-            verdict = status.health(config is not None, rule_problems, bridge_state, lists)
-            problems = list(verdict.problems)
-            if self.last_error and self.last_error not in problems:
-                problems.append(self.last_error)
+            verdict = status.health(
+                config is not None,
+                rule_problems,
+                bridge_state,
+                lists,
+                extra_problems=(self.last_error,) if self.last_error else (),
+                extra_warnings=(self.state.last_problem,) if self.state and self.state.last_problem else (),
+            )
             return {
                 "health": verdict.level,
-                "problems": problems,
+                "problems": list(verdict.problems),
                 "warnings": list(verdict.warnings),
                 "config_path": str(self.config_path),
                 "config": config.to_dict() if config else None,
@@ -243,10 +271,63 @@ class Engine:
                 "bridge": bridge_state.to_json() if bridge_state else None,
                 "counters": status.counters(kernel),
                 "knock_lists": [r.to_json() for r in lists],
+                "trusted": self._trusted_counts(),
                 "pending": None
                 if self.pending is None
                 else {"seconds_left": max(0.0, round(self.pending.deadline - time.monotonic(), 1))},
             }
+
+    def trusted(self) -> dict[str, Any]:
+        with self._lock:
+            if self.config is None or self.state is None:
+                return {"trusted": [], "enabled": False}
+            entries = [
+                {"address": address, "family": f"ipv{family}", "time_left": round(left)}
+                for family in self.config.families()
+                for address, left in self.state.trusted(self.config, family)
+            ]
+            return {"trusted": entries, "enabled": self.config.trust.enabled, "lifetime": self.config.trust.lifetime}
+
+    def change_trusted(self, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
+        """Make addresses proven senders by hand (full lifetime), or forget them."""
+        with self._lock:
+            if self.config is None or self.state is None:
+                raise EngineError("no configuration yet: apply one first")
+            families = self.config.families()
+            parsed = []
+            errors = []
+            for verb, items in (("add", add), ("remove", remove)):
+                for i, item in enumerate(items):
+                    try:
+                        net = parse_network(item)
+                    except ValueError as exc:
+                        errors.append(FieldError(f"trusted[{i}]", str(exc)))
+                        continue
+                    name = set_name("trust", net.version)
+                    if net.prefixlen != net.max_prefixlen:
+                        errors.append(FieldError(f"trusted[{i}]", f"{net}: proven senders are single addresses"))
+                    elif net.version not in families:
+                        errors.append(FieldError(f"trusted[{i}]", f"the mail server has no IPv{net.version} address"))
+                    elif verb == "remove" and str(net) not in (ipsets.members(name) or set()):
+                        errors.append(FieldError(f"trusted[{i}]", f"{net.network_address} is not a proven sender"))
+                    else:
+                        parsed.append((verb, net))
+            if errors:
+                raise ConfigError(errors)
+            lifetime = self.config.trust.lifetime
+            now = time.time()
+            for verb, net in parsed:
+                name, address = set_name("trust", net.version), str(net.network_address)
+                book = self.state.books[net.version]
+                if verb == "add":
+                    timeout = min(lifetime, IPSET_MAX_TIMEOUT)
+                    ipsets.add(name, net.version, address, timeout)
+                    book.record_write(str(net), now + lifetime, now + timeout)
+                else:
+                    ipsets.delete(name, net.version, address)
+                    book.expires.pop(str(net), None)
+                    book.written.pop(str(net), None)
+            return self.trusted()
 
     def knocks(self) -> dict[str, Any]:
         return {"knock_lists": [r.to_json(with_knocks=True) for r in self.knock_reports(with_knocks=True)]}
@@ -258,8 +339,19 @@ class Engine:
                 "yaml": self.config.to_yaml() if self.config else None,
             }
 
+    def _trusted_counts(self) -> dict[str, int]:
+        counts = {}
+        for family in (4, 6):
+            members = ipsets.members(set_name("trust", family)) if self.config else None
+            counts[f"ipv{family}"] = len(members or ())
+        return {**counts, "total": sum(counts.values())}
+
     def rules_text(self) -> dict[str, Any]:
         return {"rules": self.ruleset.render() if self.ruleset else ""}
+
+
+def _knock_lists(ruleset: Ruleset) -> dict[int, str]:
+    return {fam.family: fam.knock_list for fam in ruleset.families if fam.knock_list}
 
 
 def _addrs(addresses: tuple) -> str:

@@ -34,7 +34,14 @@ def _exists(ips: IPSetSocket, name: str) -> bool:
 
 
 def _create(ips: IPSetSocket, spec: IPSet, name: str) -> None:
-    ips.create(name, stype=spec.kind, family=FAMILY[spec.family], maxelem=spec.maxelem)
+    ips.create(name, stype=spec.kind, family=FAMILY[spec.family], maxelem=spec.maxelem, timeout=spec.timeout)
+
+
+def ensure(spec: IPSet) -> None:
+    """Create a kept set if it is missing; never touch its entries."""
+    with IPSetSocket() as ips:
+        if not _exists(ips, spec.name):
+            _create(ips, spec, spec.name)
 
 
 @dataclass
@@ -71,12 +78,12 @@ def replace(spec: IPSet) -> SwappedSet:
     return SwappedSet(spec.name)
 
 
-def members(name: str) -> set[str] | None:
-    """The set's entries as 'address/prefix' strings, or None if it does not exist."""
+def entries(name: str) -> dict[str, int | None] | None:
+    """{'address/prefix': seconds left (None: no timeout)}, or None if the set does not exist."""
     with IPSetSocket() as ips:
         if not _exists(ips, name):
             return None
-        found: set[str] = set()
+        found: dict[str, int | None] = {}
         for msg in ips.list(name):
             adt = msg.get_attr("IPSET_ATTR_ADT")
             if adt is None:
@@ -84,5 +91,24 @@ def members(name: str) -> set[str] | None:
             for data in adt.get_attrs("IPSET_ATTR_DATA"):
                 ip_from = data.get_attr("IPSET_ATTR_IP_FROM")
                 address = ip_from.get_attr("IPSET_ATTR_IPADDR_IPV4") or ip_from.get_attr("IPSET_ATTR_IPADDR_IPV6")
-                found.add(f"{address}/{data.get_attr('IPSET_ATTR_CIDR')}")
+                # hash:ip entries carry no CIDR: they are single addresses.
+                prefix = data.get_attr("IPSET_ATTR_CIDR") or (32 if ":" not in address else 128)
+                found[f"{address}/{prefix}"] = data.get_attr("IPSET_ATTR_TIMEOUT")
         return found
+
+
+def members(name: str) -> set[str] | None:
+    """The set's entries as 'address/prefix' strings, or None if it does not exist."""
+    found = entries(name)
+    return None if found is None else set(found)
+
+
+def add(name: str, family: int, address: str, timeout: int | None = None) -> None:
+    with IPSetSocket() as ips:
+        # exclusive=False: re-adding an entry refreshes its timeout instead of failing.
+        ips.add(name, address, family=FAMILY[family], timeout=timeout, exclusive=False)
+
+
+def delete(name: str, family: int, address: str) -> None:
+    with IPSetSocket() as ips:
+        ips.delete(name, address, family=FAMILY[family])

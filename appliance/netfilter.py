@@ -125,6 +125,11 @@ class KernelFamily:
         return FamilyRuleset(family=self.family, rules=self.rules, sets=(), knock_list=None)
 
 
+def _our_chains(table: iptc.Table) -> list[str]:
+    # Sorted: the compiler emits MXKNOCK before MXKNOCK-PASS, so reads compare in order.
+    return sorted(c.name for c in table.chains if c.name.startswith(CHAIN))
+
+
 def read_family(family: int) -> KernelFamily:
     with _lock:
         table = _table(family)
@@ -136,9 +141,9 @@ def read_family(family: int) -> KernelFamily:
                 result.jumps += 1
                 rules.append(from_iptc(kernel_rule, "FORWARD"))
                 counters.append(Counter(*kernel_rule.get_counters()))
-        if table.is_chain(CHAIN):
-            for kernel_rule in iptc.Chain(table, CHAIN).rules:
-                rules.append(from_iptc(kernel_rule, CHAIN))
+        for chain in _our_chains(table):
+            for kernel_rule in iptc.Chain(table, chain).rules:
+                rules.append(from_iptc(kernel_rule, chain))
                 counters.append(Counter(*kernel_rule.get_counters()))
         result.rules = tuple(rules)
         result.counters = tuple(counters)
@@ -149,14 +154,16 @@ def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> 
     family = ruleset.family
     table = _table(family)
     try:
-        if ruleset.rules and not table.is_chain(CHAIN):
-            table.create_chain(CHAIN)
+        existing = _our_chains(table)
+        for chain in ruleset.chains:
+            if chain not in existing:
+                table.create_chain(chain)
         forward = iptc.Chain(table, "FORWARD")
         for kernel_rule in forward.rules:
             if _is_our_jump(kernel_rule):
                 forward.delete_rule(kernel_rule)
-        if table.is_chain(CHAIN):
-            iptc.Chain(table, CHAIN).flush()
+        for chain in existing:
+            iptc.Chain(table, chain).flush()
         position = 0
         for rule in ruleset.rules:
             if rule.chain == "FORWARD":
@@ -166,8 +173,9 @@ def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> 
                 position += 1
             else:
                 iptc.Chain(table, rule.chain).append_rule(to_iptc(rule, family))
-        if not ruleset.rules and table.is_chain(CHAIN):
-            table.delete_chain(CHAIN)
+        for chain in existing:
+            if chain not in ruleset.chains:
+                table.delete_chain(chain)
         if before_commit:
             before_commit(f"ipv{family}")
         table.commit()
@@ -213,7 +221,10 @@ def apply(ruleset: Ruleset, before_commit: FailureHook | None = None) -> None:
                 txn.snapshots[fam.family] = read_family(fam.family)
             for fam in ruleset.families:
                 for spec in fam.sets:
-                    txn.swapped.append(ipsets.replace(spec))
+                    if spec.keep:
+                        ipsets.ensure(spec)
+                    else:
+                        txn.swapped.append(ipsets.replace(spec))
             for fam in ruleset.families:
                 _write_family(fam, before_commit)
                 txn.committed.append(fam.family)
@@ -239,6 +250,6 @@ def verify(ruleset: Ruleset) -> list[str]:
                 present = ipsets.members(spec.name)
                 if present is None:
                     problems.append(f"ipset {spec.name} is missing")
-                elif present != set(spec.entries):
+                elif not spec.keep and present != set(spec.entries):
                     problems.append(f"ipset {spec.name} holds {len(present)} entries, expected {len(spec.entries)}")
     return problems

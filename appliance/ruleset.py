@@ -12,6 +12,7 @@ from dataclasses import dataclass
 Options = tuple[tuple[str, str | None], ...]
 
 CHAIN = "MXKNOCK"
+PASS_CHAIN = "MXKNOCK-PASS"
 COMMENT_PREFIX = "mxknock:"
 
 
@@ -67,10 +68,17 @@ class IPSet:
     entries: tuple[str, ...]
     kind: str = "hash:net"
     maxelem: int = 65536
+    # A kept set is created if missing and otherwise left alone: the kernel fills it
+    # (proven senders) and an apply must not wipe what it learned.
+    keep: bool = False
+    timeout: int | None = None
 
     def render(self) -> list[str]:
         family = "inet" if self.family == 4 else "inet6"
-        lines = [f"create {self.name} {self.kind} family {family} maxelem {self.maxelem}"]
+        timeout = f" timeout {self.timeout}" if self.timeout else ""
+        lines = [f"create {self.name} {self.kind} family {family} maxelem {self.maxelem}{timeout}"]
+        if self.keep:
+            return [lines[0] + "  # kept across applies, filled by the kernel"]
         lines.extend(f"add {self.name} {entry}" for entry in self.entries)
         return lines
 
@@ -86,7 +94,8 @@ class FamilyRuleset:
 
     @property
     def chains(self) -> tuple[str, ...]:
-        return (CHAIN,) if self.rules else ()
+        """Our chains, in the order their rules appear (FORWARD is not ours)."""
+        return tuple(dict.fromkeys(r.chain for r in self.rules if r.chain != "FORWARD"))
 
     def chain_rules(self, chain: str) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.chain == chain)

@@ -20,6 +20,8 @@ COUNTERS = {
     "whitelisted": (compiler.ROLE_WHITELIST,),
     "refused": (compiler.ROLE_REFUSED,),
     "open": (compiler.ROLE_OPEN,),
+    "trusted": (compiler.ROLE_TRUSTED,),
+    "trust_earned": (compiler.ROLE_TRUST_EARNED,),
 }
 COUNTER_LABELS = {
     "knocks": "knocks recorded",
@@ -27,6 +29,8 @@ COUNTER_LABELS = {
     "whitelisted": "whitelisted connections",
     "refused": "refused at mx2 (spam stopped)",
     "open": "let through without a knock",
+    "trusted": "let through as proven senders",
+    "trust_earned": "handshakes that earned trust",
 }
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
@@ -52,9 +56,16 @@ class Health:
     warnings: tuple[str, ...]
 
 
-def health(has_config: bool, rule_problems: list[str], bridge: BridgeState | None, lists: list[ListReport]) -> Health:
+def health(
+    has_config: bool,
+    rule_problems: list[str],
+    bridge: BridgeState | None,
+    lists: list[ListReport],
+    extra_problems: tuple[str, ...] = (),
+    extra_warnings: tuple[str, ...] = (),
+) -> Health:
     problems: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(extra_warnings)
     if not has_config:
         problems.append("no configuration yet: run the console's setup or `mxknock apply FILE`")
     problems.extend(rule_problems)
@@ -72,5 +83,6 @@ def health(has_config: bool, rule_problems: list[str], bridge: BridgeState | Non
                 f"younger than the window (oldest {report.oldest_age:.0f} s < {report.window} s): raise "
                 "xt_recent ip_list_tot, shorten the window, or fall back to nolisting"
             )
+    problems.extend(p for p in extra_problems if p not in problems)
     level = CRITICAL if problems else WARNING if warnings else OK
     return Health(level, tuple(problems), tuple(warnings))

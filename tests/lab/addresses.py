@@ -71,11 +71,7 @@ def family_of(address: str) -> int:
 def bot_extra_addresses(n: int, family: int) -> list[str]:
     """The first n spare source addresses of a family (deterministic, so tests can predict them)."""
     if family == 4:
-        pool = [
-            str(host)
-            for net in BOT_EXTRA_V4_NETS
-            for host in ipaddress.ip_network(net).hosts()
-        ]
+        pool = [str(host) for net in BOT_EXTRA_V4_NETS for host in ipaddress.ip_network(net).hosts()]
     elif family == 6:
         net6 = ipaddress.ip_network(BOT_EXTRA_V6_NET)
         # Enough for any flood test; the /64 itself is far bigger.

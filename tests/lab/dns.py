@@ -50,6 +50,10 @@ def start_dnsmasq(ns: str, mx: Sequence[A.MxHost], workdir: Path) -> subprocess.
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    # `ip netns exec` execs dnsmasq, so proc.pid is dnsmasq and /proc/<pid>/net is its netns.
-    wait_listening(proc, 53, "udp", count=2, timeout=5.0, what="dnsmasq", log=workdir / "dnsmasq.out")
     return proc
+
+
+def wait_dnsmasq(proc: subprocess.Popen[bytes], workdir: Path, timeout: float = 5.0) -> None:
+    # `ip netns exec` execs dnsmasq, so proc.pid is dnsmasq and /proc/<pid>/net is its netns.
+    log = workdir / "dnsmasq.out"
+    wait_listening(proc, 53, "udp", count=2, timeout=timeout, what="dnsmasq", log=log)

@@ -67,7 +67,8 @@ class MailHost:
         self.dir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self) -> None:
+        """Launch the receiver; wait_ready() tells when it listens."""
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, str(RECEIVER_SCRIPT), "--dir", str(self.dir)]
         v4s, v6s = A.HOST_ADDRESSES["mail"]
@@ -84,11 +85,17 @@ class MailHost:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
         proc = self.proc
+        if proc is None:
+            raise LabError("receiver not started")
+        log = self.dir / "receiver.log"
 
         def ready() -> bool:
             if proc.poll() is not None:
-                raise LabError(f"receiver exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+                tail = log.read_text(errors="replace")[-2000:]
+                raise LabError(f"receiver exited with {proc.returncode}:\n{tail}")
             return (self.dir / "ready").exists()
 
         wait_until(ready, timeout=timeout, what="the mail receiver")
@@ -100,9 +107,7 @@ class MailHost:
         """Connections accepted on the knock ports: dicts with peer, local, port, time."""
         return read_json_lines(self.dir / "connections.jsonl")
 
-    def wait_for_mail(
-        self, match: str | Callable[[Received], bool], timeout: float = 10.0
-    ) -> Received:
+    def wait_for_mail(self, match: str | Callable[[Received], bool], timeout: float = 10.0) -> Received:
         """The first message whose subject equals `match` (or for which match(msg) is true)."""
         pred = match if callable(match) else (lambda m: m.subject == match)
         deadline = time.monotonic() + timeout

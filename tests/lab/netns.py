@@ -25,15 +25,11 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     """Run a command with a timeout; on failure raise LabError carrying its output."""
     try:
-        proc = subprocess.run(
-            list(argv), input=input, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
     if check and proc.returncode != 0:
-        raise LabError(
-            f"exit {proc.returncode}: {' '.join(argv)}\n{proc.stdout}{proc.stderr}".rstrip()
-        )
+        raise LabError(f"exit {proc.returncode}: {' '.join(argv)}\n{proc.stdout}{proc.stderr}".rstrip())
     return proc
 
 

@@ -1,8 +1,8 @@
 """Raw probes run inside a lab namespace (stdlib only; executed as a script, not imported).
 
-    probe.py connect --timeout T --concurrency C   < [[src, dst, port], ...]   -> JSON results
-    probe.py hold --src S --dst D --port P --timeout T   (SMTP commands on stdin, replies out)
-    probe.py dns --server S --name N --type MX|A|AAAA                          -> JSON answer
+probe.py connect --timeout T --concurrency C   < [[src, dst, port], ...]   -> JSON results
+probe.py hold --src S --dst D --port P --timeout T   (SMTP commands on stdin, replies out)
+probe.py dns --server S --name N --type MX|A|AAAA                          -> JSON answer
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ async def _connect_one(src: str | None, dst: str, port: int, timeout: float) -> 
         return "accepted"
     except ConnectionRefusedError:
         return "reset"  # a TCP RST answered our SYN (closed port or REJECT tcp-reset)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return "timeout"
     except OSError as exc:
         if exc.errno in UNREACHABLE:
@@ -62,6 +62,7 @@ async def _connect_all(targets: list[list[Any]], timeout: float, concurrency: in
 def cmd_connect(args: argparse.Namespace) -> None:
     targets = json.load(sys.stdin)
     if args.concurrency <= 1:  # strictly in order: knock sequences depend on it
+
         async def serial() -> list[str]:
             return [await _connect_one(s, d, int(p), args.timeout) for s, d, p in targets]
 
@@ -138,9 +139,7 @@ def _read_name(msg: bytes, off: int) -> tuple[str, int]:
 def dns_query(server: str, name: str, qtype: str, timeout: float) -> dict[str, Any]:
     qid = random.randrange(65536)
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
-    packet = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + struct.pack(
-        "!HH", QTYPES[qtype], 1
-    )
+    packet = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", QTYPES[qtype], 1)
     with socket.socket(_family(server), socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.sendto(packet, (server, 53))

@@ -81,6 +81,7 @@ class HeldSession:
 
     def __init__(self, ns: str, src: str, dst: str, port: int, timeout: float) -> None:
         self.timeout = timeout
+        self._closed = False
         self.proc = subprocess.Popen(
             probe_argv(ns, "hold", "--src", src, "--dst", dst, "--port", str(port), "--timeout", str(timeout)),
             stdin=subprocess.PIPE,
@@ -122,6 +123,9 @@ class HeldSession:
 
     def close(self) -> None:
         """Close our side (no QUIT is sent) and reap the probe. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self.proc.stdin and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -160,11 +164,16 @@ def swaks(
     argv = [
         "swaks",
         f"-{fam}",
-        "--server", server,
-        "--port", str(port),
-        "--to", to,
-        "--from", from_,
-        "--timeout", f"{max(1, int(timeout) - 2)}s",
+        "--server",
+        server,
+        "--port",
+        str(port),
+        "--to",
+        to,
+        "--from",
+        from_,
+        "--timeout",
+        f"{max(1, int(timeout) - 2)}s",
     ]
     if src:
         argv += ["--local-interface", src]

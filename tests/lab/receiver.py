@@ -91,9 +91,7 @@ async def serve(directory: Path, addrs: list[str], smtp_port: int, plain_ports: 
         )
         for port in plain_ports:
             servers.append(
-                await loop.create_server(
-                    lambda: AcceptAndClose(conn_log), host=addr, port=port, reuse_address=True
-                )
+                await loop.create_server(lambda: AcceptAndClose(conn_log), host=addr, port=port, reuse_address=True)
             )
     (directory / "ready").write_text(str(os.getpid()))
     stop = asyncio.Event()

@@ -1,8 +1,8 @@
 """Namespaces, veths, addresses and routes of the lab (no processes: see the service modules).
 
-    sender ─┐
-    bot    ─┼─ inet (switch sw0) ── eth0 [fw] eth1 ── eth0 mail (mx1 + mx2)
-    dns    ─┘
+sender ─┐
+bot    ─┼─ inet (switch sw0) ── eth0 [fw] eth1 ── eth0 mail (mx1 + mx2)
+dns    ─┘
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 
 from .config import Config
-from .ruleset import CHAIN, PASS_CHAIN, FamilyRuleset, IPSet, Match, Options, Rule, Ruleset
+from .ruleset import CHAIN, EARN_CHAIN, PASS_CHAIN, FamilyRuleset, IPSet, Match, Options, Rule, Ruleset
 
 RESET: Options = (("reject-with", "tcp-reset"),)
 
@@ -43,6 +43,7 @@ ROLE_PASS = "pass"
 # The connmark bit of connections let through after a knock; one bit, so it leaves the
 # rest of the mark to anyone else on the box.
 EARNED_MARK = "0x10000000/0x10000000"
+CLEAR_MARK = "0x0/0x10000000"
 # ipset keeps a timeout of at most 2147483 s (~24.8 days); the daemon extends entries
 # whose configured lifetime is longer (state.py).
 IPSET_MAX_TIMEOUT = 2147483
@@ -121,8 +122,7 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
                         (("connbytes", "2:3"), ("connbytes-mode", "packets"), ("connbytes-dir", "original")),
                     ),
                 ),
-                target="SET",
-                target_options=(("add-set", f"{trust_set} src"), ("exist", None), ("timeout", str(trust_timeout))),
+                target=EARN_CHAIN,
                 role=ROLE_TRUST_EARNED,
             )
         )
@@ -175,9 +175,18 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
 
     if trust_on:
         rules += [
+            Rule(
+                chain=EARN_CHAIN,
+                target="SET",
+                target_options=(("add-set", f"{trust_set} src"), ("exist", None), ("timeout", str(trust_timeout))),
+            ),
+            # Clear the mark: one connection earns (and counts) once, the next refreshes.
+            Rule(chain=EARN_CHAIN, target="CONNMARK", target_options=(("set-xmark", CLEAR_MARK),)),
             Rule(chain=PASS_CHAIN, target="CONNMARK", target_options=(("set-xmark", EARNED_MARK),)),
             Rule(chain=PASS_CHAIN, target="ACCEPT", role=ROLE_PASS),
         ]
+    # The kernel lists our chains by name (netfilter.read_family); keep that order here.
+    rules.sort(key=lambda r: (r.chain != "FORWARD", r.chain))
 
     sets = (
         IPSet(allow_set, family, tuple(_entry(n) for n in config.networks("whitelist", family))),

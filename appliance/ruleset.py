@@ -13,6 +13,7 @@ Options = tuple[tuple[str, str | None], ...]
 
 CHAIN = "MXKNOCK"
 PASS_CHAIN = "MXKNOCK-PASS"
+EARN_CHAIN = "MXKNOCK-EARN"
 COMMENT_PREFIX = "mxknock:"
 
 

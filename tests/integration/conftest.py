@@ -20,6 +20,7 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 from tests.lab import Lab, missing_requirements  # noqa: E402
+from tests.lab.appliance import Appliance  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,3 +68,13 @@ def make_lab() -> Iterator[Callable[..., Lab]]:
     yield factory
     for the_lab in reversed(labs):
         the_lab.stop()
+
+
+@pytest.fixture
+def appliance(lab: Lab) -> Iterator[Appliance]:
+    """mxknockd in the lab's fw namespace, not started: call .start(config_text(...))."""
+    the_appliance = Appliance(lab.ns("fw"), lab.workdir / "fw")
+    yield the_appliance
+    the_appliance.stop()
+    if the_appliance.process is not None and the_appliance.process.returncode not in (0, None):
+        print(the_appliance.log())

@@ -6,15 +6,12 @@ rules only through `mxknock` (the CLI) or the control API, never with iptables b
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from appliance import config as config_module
 from appliance.control import ControlClient, ControlError

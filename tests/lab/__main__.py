@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import addresses as A
+from . import demo
 from .lab import Lab, missing_requirements
 from .netns import LabError
 
@@ -22,7 +23,7 @@ MX_SETS = {
 }
 
 
-def up(prefix: str, mx: str, state_file: Path) -> int:
+def up(prefix: str, mx: str, state_file: Path, with_daemon: bool = False) -> int:
     if state_file.exists():
         # A previous demo lab: take it down first rather than leak it.
         down(state_file)
@@ -33,6 +34,12 @@ def up(prefix: str, mx: str, state_file: Path) -> int:
     state_file.write_text(json.dumps(state, indent=2) + "\n")
     print(f"lab up in {lab.timings['total']:.2f}s: {', '.join(lab.topology.namespaces)}")
     print(f"state: {state_file}")
+    if with_daemon:
+        try:
+            state["daemon_pid"] = demo.start_daemon(lab)
+        finally:  # recorded even on failure, so `down` cleans up what did start
+            state_file.write_text(json.dumps(state, indent=2) + "\n")
+        demo.show(lab)
     return 0
 
 
@@ -42,6 +49,7 @@ def down(state_file: Path) -> int:
     except FileNotFoundError:
         print(f"no lab state at {state_file}; nothing to do")
         return 0
+    demo.stop_daemon(state.get("daemon_pid"))
     Lab(state["prefix"], workdir=Path(state["workdir"])).stop()
     state_file.unlink(missing_ok=True)
     print(f"lab {state['prefix']} down")
@@ -55,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="build the lab and leave it running")
     p_up.add_argument("--prefix", default="mxk")
     p_up.add_argument("--mx", choices=sorted(MX_SETS), default="dual")
+    p_up.add_argument("--with-daemon", action="store_true", help="run mxknockd on the embedded default and show it work")
     sub.add_parser("down", help="tear down the lab in the state file")
     args = parser.parse_args(argv)
     problems = missing_requirements()
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.cmd == "up":
-            return up(args.prefix, args.mx, args.state_file)
+            return up(args.prefix, args.mx, args.state_file, args.with_daemon)
         return down(args.state_file)
     except LabError as exc:
         print(f"lab error: {exc}", file=sys.stderr)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="build the lab and leave it running")
     p_up.add_argument("--prefix", default="mxk")
     p_up.add_argument("--mx", choices=sorted(MX_SETS), default="dual")
-    p_up.add_argument("--with-daemon", action="store_true", help="run mxknockd on the embedded default and show it work")
+    p_up.add_argument("--with-daemon", action="store_true", help="run mxknockd on the embedded default")
     sub.add_parser("down", help="tear down the lab in the state file")
     args = parser.parse_args(argv)
     problems = missing_requirements()

@@ -188,10 +188,16 @@ class Engine:
             except (bridge.BridgeError, OSError) as exc:
                 raise EngineError(f"cannot set up the bridge: {exc}") from exc
             try:
-                netfilter.apply(ruleset, self.before_commit)
+                netfilter.apply(ruleset, self.before_commit, previous=self.ruleset)
+                problems = netfilter.verify(ruleset)
+                if problems and self.ruleset is not None:
+                    # The kernel is not what we last put there (someone changed it):
+                    # rewrite everything rather than trust our memory of it.
+                    log.warning("kernel rules differ from the last applied (%s); rewriting", "; ".join(problems))
+                    netfilter.apply(ruleset, self.before_commit)
+                    problems = netfilter.verify(ruleset)
             except netfilter.ApplyError as exc:
                 raise EngineError(str(exc)) from exc
-            problems = netfilter.verify(ruleset)
             state = bridge.read_state(config.bridge)
             if not state.filtering:
                 problems.append("br_netfilter is not active on the bridge")
@@ -248,7 +254,7 @@ class Engine:
         with self._lock:
             config, ruleset = self.config, self.ruleset
             kernel = [netfilter.read_family(f) for f in (4, 6)]
-            rule_problems = netfilter.verify(ruleset) if ruleset else []
+            rule_problems = netfilter.verify(ruleset, deep=False) if ruleset else []
             bridge_state = bridge.read_state(config.bridge) if config else None
             lists = self.knock_reports()
             verdict = status.health(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pyroute2 import IPSet as IPSetSocket
 from pyroute2.netlink.exceptions import NetlinkError
 
+from . import ipset_bulk
 from .ruleset import IPSet
 
 ENOENT = 2
@@ -33,15 +34,16 @@ def _exists(ips: IPSetSocket, name: str) -> bool:
     return True
 
 
-def _create(ips: IPSetSocket, spec: IPSet, name: str) -> None:
-    ips.create(name, stype=spec.kind, family=FAMILY[spec.family], maxelem=spec.maxelem, timeout=spec.timeout)
-
-
-def ensure(spec: IPSet) -> None:
-    """Create a kept set if it is missing; never touch its entries."""
-    with IPSetSocket() as ips:
-        if not _exists(ips, spec.name):
-            _create(ips, spec, spec.name)
+def _create(ips: IPSetSocket, spec: IPSet, name: str, exclusive: bool = True) -> None:
+    """exclusive=False: an existing set of the same shape is fine (the kernel says so)."""
+    ips.create(
+        name,
+        stype=spec.kind,
+        family=FAMILY[spec.family],
+        maxelem=spec.maxelem,
+        timeout=spec.timeout,
+        exclusive=exclusive,
+    )
 
 
 @dataclass
@@ -50,32 +52,44 @@ class SwappedSet:
 
     name: str
 
-    def rollback(self) -> None:
-        with IPSetSocket() as ips:
-            ips.swap(_staging(self.name), self.name)
-            ips.destroy(_staging(self.name))
+    def rollback(self, ips: IPSetSocket) -> None:
+        ips.swap(_staging(self.name), self.name)
+        ips.destroy(_staging(self.name))
 
-    def commit(self) -> None:
-        with IPSetSocket() as ips:
-            ips.destroy(_staging(self.name))
+    def commit(self, ips: IPSetSocket) -> None:
+        ips.destroy(_staging(self.name))
 
 
-def replace(spec: IPSet) -> SwappedSet:
+def session() -> IPSetSocket:
+    """One netlink socket for a whole apply (each new one costs milliseconds)."""
+    return IPSetSocket()
+
+
+def ensure(ips: IPSetSocket, spec: IPSet) -> None:
+    """Create a kept set if it is missing; never touch its entries."""
+    _create(ips, spec, spec.name, exclusive=False)
+
+
+def replace(ips: IPSetSocket, spec: IPSet) -> SwappedSet:
     staging = _staging(spec.name)
-    with IPSetSocket() as ips:
-        if _exists(ips, staging):
-            ips.destroy(staging)
-        _create(ips, spec, staging)
-        try:
-            for entry in spec.entries:
-                ips.add(staging, entry, etype="net", family=FAMILY[spec.family])
-            if not _exists(ips, spec.name):
-                _create(ips, spec, spec.name)
-            ips.swap(staging, spec.name)
-        except Exception:
-            ips.destroy(staging)
-            raise
+    _destroy_if_present(ips, staging)
+    _create(ips, spec, staging)
+    try:
+        ipset_bulk.add_networks(staging, spec.entries)
+        _create(ips, spec, spec.name, exclusive=False)  # the live set, on first use
+        ips.swap(staging, spec.name)
+    except Exception:
+        ips.destroy(staging)
+        raise
     return SwappedSet(spec.name)
+
+
+def _destroy_if_present(ips: IPSetSocket, name: str) -> None:
+    try:
+        ips.destroy(name)
+    except NetlinkError as exc:
+        if exc.code != ENOENT:
+            raise
 
 
 def entries(name: str) -> dict[str, int | None] | None:
@@ -95,6 +109,11 @@ def entries(name: str) -> dict[str, int | None] | None:
                 prefix = data.get_attr("IPSET_ATTR_CIDR") or (32 if ":" not in address else 128)
                 found[f"{address}/{prefix}"] = data.get_attr("IPSET_ATTR_TIMEOUT")
         return found
+
+
+def exists(name: str) -> bool:
+    with IPSetSocket() as ips:
+        return _exists(ips, name)
 
 
 def members(name: str) -> set[str] | None:

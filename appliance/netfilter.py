@@ -13,6 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import iptc
 
@@ -97,6 +99,7 @@ def from_iptc(rule: iptc.Rule, chain: str) -> Rule:
     )
 
 
+@lru_cache(maxsize=4096)
 def canonical(rule: Rule, family: int) -> Rule:
     """How the kernel will show a rule we build: ours and theirs compare equal."""
     return from_iptc(to_iptc(rule, family), rule.chain)
@@ -187,56 +190,66 @@ def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> 
 class Transaction:
     """What has been changed so far, so a failure can put it all back."""
 
-    snapshots: dict[int, KernelFamily] = field(default_factory=dict)
+    ips: Any
+    previous: dict[int, FamilyRuleset] = field(default_factory=dict)
     committed: list[int] = field(default_factory=list)
     swapped: list[ipsets.SwappedSet] = field(default_factory=list)
 
     def rollback(self) -> None:
         for family in reversed(self.committed):
             try:
-                _write_family(self.snapshots[family].as_ruleset(), None)
+                _write_family(self.previous[family], None)
             except Exception:  # keep going: the sets and the other family still need it
                 log.exception("rollback of IPv%d rules failed", family)
         for swapped in reversed(self.swapped):
             try:
-                swapped.rollback()
+                swapped.rollback(self.ips)
             except Exception:
                 log.exception("rollback of ipset %s failed", swapped.name)
 
     def commit(self) -> None:
         for swapped in self.swapped:
-            swapped.commit()
+            swapped.commit(self.ips)
 
 
-def apply(ruleset: Ruleset, before_commit: FailureHook | None = None) -> None:
+def apply(ruleset: Ruleset, before_commit: FailureHook | None = None, previous: Ruleset | None = None) -> None:
     """Put the ruleset in place, all of it or none of it.
 
-    `before_commit` is called with a step name ("ipv4", "ipv6") just before each
-    table commit; tests raise from it to prove the rollback.
+    `previous` is what the caller knows to be in force (rolled back to on failure);
+    without it the kernel is read first. `before_commit` is called with a step name
+    ("ipv4", "ipv6") just before each table commit; tests raise from it.
     """
-    with _lock:
-        txn = Transaction()
+    with _lock, ipsets.session() as ips:
+        txn = Transaction(ips)
         try:
             for fam in ruleset.families:
-                txn.snapshots[fam.family] = read_family(fam.family)
+                txn.previous[fam.family] = (
+                    previous.family(fam.family) if previous else read_family(fam.family).as_ruleset()
+                )
             for fam in ruleset.families:
                 for spec in fam.sets:
                     if spec.keep:
-                        ipsets.ensure(spec)
+                        ipsets.ensure(ips, spec)
                     else:
-                        txn.swapped.append(ipsets.replace(spec))
+                        txn.swapped.append(ipsets.replace(ips, spec))
             for fam in ruleset.families:
+                if previous is not None and txn.previous[fam.family].rules == fam.rules:
+                    continue  # only sets changed (e.g. the whitelist): the table stays as it is
                 _write_family(fam, before_commit)
                 txn.committed.append(fam.family)
         except Exception as exc:
             txn.rollback()
-            detail = getattr(exc, "args", [exc])[0] if exc.args else exc
+            detail = exc.args[0] if exc.args else exc
             raise ApplyError(f"the kernel refused the rules ({detail}); the previous rules are back") from exc
         txn.commit()
 
 
-def verify(ruleset: Ruleset) -> list[str]:
-    """Read the kernel back and list every difference from the ruleset (empty: all good)."""
+def verify(ruleset: Ruleset, deep: bool = True) -> list[str]:
+    """Read the kernel back and list every difference from the ruleset (empty: all good).
+
+    deep=False checks that the sets exist without reading their members: a dump of a
+    large whitelist is slow, and status runs this on every refresh.
+    """
     problems: list[str] = []
     with _lock:
         for fam in ruleset.families:
@@ -247,6 +260,10 @@ def verify(ruleset: Ruleset) -> list[str]:
             if list(kernel.rules) != expected:
                 problems.append(f"IPv{fam.family}: the rules in the kernel differ from the ruleset")
             for spec in fam.sets:
+                if not deep:
+                    if not ipsets.exists(spec.name):
+                        problems.append(f"ipset {spec.name} is missing")
+                    continue
                 present = ipsets.members(spec.name)
                 if present is None:
                     problems.append(f"ipset {spec.name} is missing")

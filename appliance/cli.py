@@ -132,17 +132,23 @@ def show_status(result: dict[str, Any]) -> str:
 
 def show_knocks(result: dict[str, Any], sort: str) -> str:
     lines = []
-    trusted = result.get("trusted") or {}
-    lines.append(
-        f"proven senders: {trusted.get('total', 0)} (IPv4 {trusted.get('ipv4', 0)}, IPv6 {trusted.get('ipv6', 0)})"
-    )
     for kl in result["knock_lists"]:
         lines.append(f"{kl['name']}: {kl['entries']}/{kl['capacity']} entries, window {kl['window']} s")
-        knocks = sorted(kl["knocks"], key=lambda k: k[sort] if sort != "address" else k["address"])
+        knocks = sorted(kl["knocks"], key=lambda k: k[sort])
         lines.append(f"  {'address':<40} {'age':>8} {'left':>8} {'hits':>5}")
         for k in knocks:
             lines.append(f"  {k['address']:<40} {_age(k['age']):>8} {_age(k['time_left']):>8} {k['hits']:>5}")
     return "\n".join(lines) or "no knock lists"
+
+
+def show_refused(result: dict[str, Any]) -> str:
+    lines = []
+    for rl in result["refused_lists"]:
+        lines.append(f"refused at mx2 ({rl['name']}, newest {rl['capacity']} kept): {rl['entries']}")
+        lines.append(f"  {'address':<40} {'last refused':>12} {'times':>5}")
+        for k in sorted(rl["knocks"], key=lambda k: k["age"]):
+            lines.append(f"  {k['address']:<40} {_age(k['age']) + ' ago':>12} {k['hits']:>5}")
+    return "\n".join(lines) or "no refusals recorded (nolisting refuses nothing at mx2)"
 
 
 def show(command: str, result: Any, args: argparse.Namespace) -> str:
@@ -150,6 +156,8 @@ def show(command: str, result: Any, args: argparse.Namespace) -> str:
         return show_status(result)
     if command == "knocks":
         return show_knocks(result, args.sort)
+    if command == "refused":
+        return show_refused(result)
     if command == "rules":
         return result["rules"].rstrip("\n")
     if command == "check":
@@ -189,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="health, counters, knock list, bridge")
     p = sub.add_parser("knocks", help="the live knock list")
     p.add_argument("--sort", choices=["age", "time_left", "address", "hits"], default="age")
+    sub.add_parser("refused", help="sources refused at mx2 lately (they never reach the MTA's log)")
     p = sub.add_parser("whitelist", help="addresses and networks that pass without knocking")
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("entries", nargs="*", metavar="ADDRESS_OR_NETWORK")
@@ -208,6 +217,7 @@ COMMANDS = {
     "reload": simple("reload"),
     "status": simple("status"),
     "knocks": simple("knocks"),
+    "refused": simple("refused"),
     "whitelist": cmd_whitelist,
     "trusted": cmd_trusted,
     "default-config": lambda args, client: config_module.default_text(),

@@ -56,6 +56,12 @@ def knock_list_name(family: int, prefix: int) -> str:
     return f"mxknock{family}-{prefix}"
 
 
+def refused_list_name(family: int) -> str:
+    """Sources refused at mx2, newest last: rejected connections never reach the MTA's
+    log, so this list is where an admin sees who was turned away (`mxknock refused`)."""
+    return f"mxknock{family}-refused"
+
+
 def set_name(kind: str, family: int) -> str:
     return f"mxknock-{kind}{family}"
 
@@ -91,6 +97,10 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
         )
 
     record_knock = recent("set")
+    full_mask = str(network_type((0, network_type(0).max_prefixlen)).netmask)
+    record_refusal = Match(
+        "recent", (("set", None), ("name", refused_list_name(family)), ("mask", full_mask), ("rsource", None))
+    )
     knock_valid = recent("rcheck", ("seconds", str(config.window)))
     whitelisted = Match("set", (("match-set", f"{allow_set} src"),))
     selected = Match("set", (("match-set", f"{select_set} src"),))
@@ -165,13 +175,13 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
         rules.append(smtp(mx2, selected, knock_valid, target=let_through, role=ROLE_AFTER_KNOCK))
         if trust_on:
             rules.append(smtp(mx2, selected, trusted, target=let_through, role=ROLE_TRUSTED))
-        rules.append(smtp(mx2, selected, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
+        rules.append(smtp(mx2, selected, record_refusal, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
         rules.append(smtp(mx2, target="ACCEPT", role=ROLE_OPEN))
     else:  # unlisting, backup-mx
         rules.append(smtp(mx2, knock_valid, target=let_through, role=ROLE_AFTER_KNOCK))
         if trust_on:
             rules.append(smtp(mx2, trusted, target=let_through, role=ROLE_TRUSTED))
-        rules.append(smtp(mx2, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
+        rules.append(smtp(mx2, record_refusal, target="REJECT", target_options=RESET, role=ROLE_REFUSED))
 
     if trust_on:
         rules += [

@@ -29,6 +29,7 @@ def handlers(engine: Engine) -> dict[str, Any]:
         "ping": lambda a: {"pong": True},
         "status": lambda a: engine.status(),
         "knocks": lambda a: engine.knocks(),
+        "refused": lambda a: engine.refused(),
         "config": lambda a: engine.config_text(),
         "rules": lambda a: engine.rules_text(),
         "check": lambda a: {"valid": True, "config": engine.check_text(a["yaml"]).to_dict()},

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from . import bridge, ipsets, netfilter, recent, status
-from .compiler import IPSET_MAX_TIMEOUT, compile_config, set_name
+from .compiler import IPSET_MAX_TIMEOUT, compile_config, refused_list_name, set_name
 from .config import Config, ConfigError, FieldError, load, parse_network, parse_yaml, with_changes
 from .ruleset import Ruleset
 from .state import StateKeeper
 
 log = logging.getLogger(__name__)
+
+
+REFUSED_HORIZON = 86400  # seconds; only used to report ages of refused sources
 
 
 class EngineError(RuntimeError):
@@ -334,6 +337,19 @@ class Engine:
                     book.expires.pop(str(net), None)
                     book.written.pop(str(net), None)
             return self.trusted()
+
+    def refused(self) -> dict[str, Any]:
+        """Who was refused at mx2 lately (the kernel keeps the newest per family)."""
+        with self._lock:
+            if self.config is None:
+                return {"refused_lists": []}
+            reports = [
+                # The window of a refusal list has no meaning: age is what matters.
+                recent.report(refused_list_name(family), REFUSED_HORIZON)
+                for family in self.config.families()
+                if self.config.mode != "nolisting"
+            ]
+            return {"refused_lists": [r.to_json(with_knocks=True) for r in reports]}
 
     def knocks(self) -> dict[str, Any]:
         return {"knock_lists": [r.to_json(with_knocks=True) for r in self.knock_reports(with_knocks=True)]}

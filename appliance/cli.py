@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as config_module
+from . import mxcheck
 from .compiler import compile_config
 from .config import ConfigError
 from .control import ControlClient, ControlError
@@ -61,6 +62,20 @@ def cmd_whitelist(args: argparse.Namespace, client: ControlClient) -> Any:
             [config_module.FieldError("whitelist", f"give at least one address or network to {args.action}")]
         )
     return client.call(f"whitelist_{args.action}", entries=args.entries)
+
+
+def cmd_check_mx(args: argparse.Namespace, client: ControlClient) -> Any:
+    config = config_module.parse_yaml(_read_config_text(args.config, args.default))
+    results = []
+    for domain in args.domains:
+        try:
+            records = mxcheck.lookup(domain, args.nameserver)
+        except Exception as exc:  # DNS failures are reported per domain, not as a crash
+            findings = [mxcheck.Finding(mxcheck.ERROR, f"cannot look up {domain}: {exc}")]
+        else:
+            findings = mxcheck.assess(domain, config, records)
+        results.append({"domain": domain, "findings": [f.to_json() for f in findings]})
+    return {"domains": results}
 
 
 def cmd_trusted(args: argparse.Namespace, client: ControlClient) -> Any:
@@ -168,6 +183,10 @@ def show(command: str, result: Any, args: argparse.Namespace) -> str:
         if result.get("confirm_within"):
             return f"applied; rolls back in {result['confirm_within']:g} s unless you run `mxknock confirm`"
         return "applied"
+    if command == "check-mx":
+        return "\n".join(
+            f"{d['domain']}: {f['level'].upper()}: {f['message']}" for d in result["domains"] for f in d["findings"]
+        )
     if command == "trusted":
         rows = [f"{e['address']:<40} {e['family']}  {_age(e['time_left'])} left" for e in result["trusted"]]
         state = "on" if result.get("enabled") else "off"
@@ -197,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="health, counters, knock list, bridge")
     p = sub.add_parser("knocks", help="the live knock list")
     p.add_argument("--sort", choices=["age", "time_left", "address", "hits"], default="age")
+    p = sub.add_parser("check-mx", help="check that domains' MX records send mail to mx1 first, then mx2")
+    p.add_argument("domains", nargs="+", metavar="DOMAIN")
+    p.add_argument("--config", help=f"config file (default {config_module.DEFAULT_PATH})")
+    p.add_argument("--default", action="store_true", help="check against the embedded default config")
+    p.add_argument("--nameserver", help="ask this DNS server instead of the system's resolver")
     sub.add_parser("refused", help="sources refused at mx2 lately (they never reach the MTA's log)")
     p = sub.add_parser("whitelist", help="addresses and networks that pass without knocking")
     p.add_argument("action", choices=["add", "remove", "list"])
@@ -205,6 +229,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("entries", nargs="*", metavar="ADDRESS")
     sub.add_parser("default-config", help="print the embedded default config")
+    p = sub.add_parser("console", help="the full-screen console (tty1, serial line)")
+    # Also accepted after the subcommand; SUPPRESS keeps a --socket given before it.
+    p.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="control socket of mxknockd")
+    p.add_argument(
+        "--confirm-within",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="applied changes roll back unless kept within this time (0: no countdown)",
+    )
     return parser
 
 
@@ -220,12 +254,15 @@ COMMANDS = {
     "refused": simple("refused"),
     "whitelist": cmd_whitelist,
     "trusted": cmd_trusted,
+    "check-mx": cmd_check_mx,
     "default-config": lambda args, client: config_module.default_text(),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "console":
+        return run_console(args)
     client = ControlClient(args.socket)
     try:
         result = COMMANDS[args.command](args, client)
@@ -240,6 +277,20 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2) if args.json else show(args.command, result, args))
     if args.command == "status":
         return HEALTH_EXIT.get(result["health"], EXIT_FAILED)
+    if args.command == "check-mx":
+        levels = {f["level"] for d in result["domains"] for f in d["findings"]}
+        return EXIT_FAILED if mxcheck.ERROR in levels else EXIT_WARNING if mxcheck.WARNING in levels else EXIT_OK
+    return EXIT_OK
+
+
+def run_console(args: argparse.Namespace) -> int:
+    """The console needs textual (the `console` extra); the rest of mxknock does not."""
+    try:
+        from tui.app import run
+    except ImportError as exc:
+        print(f"mxknock: the console is not installed ({exc}): pip install 'mxknock[console]'", file=sys.stderr)
+        return EXIT_FAILED
+    run(ControlClient(args.socket), confirm_within=args.confirm_within)
     return EXIT_OK
 
 

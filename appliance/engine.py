@@ -19,7 +19,7 @@ from typing import Any
 from . import bridge, ipsets, netfilter, recent, status
 from .compiler import IPSET_MAX_TIMEOUT, compile_config, refused_list_name, set_name
 from .config import Config, ConfigError, FieldError, load, parse_network, parse_yaml, with_changes
-from .ruleset import Ruleset
+from .ruleset import FamilyRuleset, Ruleset
 from .state import StateKeeper
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class Engine:
         self.config: Config | None = None
         self.ruleset: Ruleset | None = None
         self.pending: PendingChange | None = None
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # why filtering is not (fully) in place
+        self.notice: str | None = None  # something the admin should know, not a fault
         self.before_commit = before_commit  # failure injection for tests
         self._lock = threading.RLock()
 
@@ -89,10 +90,6 @@ class Engine:
             if self.state is not None and self.config is not None and self.ruleset is not None:
                 self.state.maintain(self.config, _knock_lists(self.ruleset))
 
-    def stop(self) -> None:
-        """The rules stay in the kernel; the state is saved for the next start."""
-        self.maintain()
-
     # ---- changes ------------------------------------------------------------------
 
     def check_text(self, text: str) -> Config:
@@ -101,8 +98,7 @@ class Engine:
     def apply_text(self, text: str, confirm_within: float | None = None) -> dict[str, Any]:
         config = parse_yaml(text)  # refused input stops here, before the kernel
         with self._lock:
-            if self.pending is not None:
-                raise EngineError("a change is waiting for confirmation: confirm or roll it back first")
+            self._refuse_while_pending()
             previous = self.config
             self._put_in_force(config)
             if confirm_within:
@@ -118,6 +114,7 @@ class Engine:
         """Re-read the file (SIGHUP); a bad file is refused and the running rules stay."""
         config = load(self.config_path)
         with self._lock:
+            self._refuse_while_pending()
             self._put_in_force(config)
         return {"applied": True}
 
@@ -139,19 +136,36 @@ class Engine:
             self.pending = None
             if previous is not None:
                 self._put_in_force(previous)
+            else:
+                self._unconfigure()
             log.warning("change rolled back to the previous configuration")
             return {"rolled_back": True}
 
     def _rollback_on_timeout(self) -> None:
         try:
             self.rollback()
-            self.last_error = "a change was not confirmed in time and was rolled back"
+            self.notice = "a change was not confirmed in time and was rolled back"
         except EngineError:
             pass  # confirmed in the meantime
+
+    def _unconfigure(self) -> None:
+        """Back to "no config yet": nothing forwards, none of our rules remain."""
+        if self.config is not None:
+            bridge.close(self.config.bridge)
+        empty = Ruleset(tuple(FamilyRuleset(family=f, rules=(), sets=(), knock_list=None) for f in (4, 6)))
+        netfilter.apply(empty, previous=self.ruleset)
+        self.config, self.ruleset = None, None
+        self.last_error = "the first configuration was rolled back: the bridge is closed until one is applied"
+
+    def _refuse_while_pending(self) -> None:
+        # A change on top of an unconfirmed one would be lost (or half kept) by its rollback.
+        if self.pending is not None:
+            raise EngineError("a change is waiting for confirmation: `mxknock confirm` or `mxknock rollback` first")
 
     def change_list(self, key: str, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
         """Add or remove whitelist (or selective) entries; saved to the file at once."""
         with self._lock:
+            self._refuse_while_pending()
             if self.config is None:
                 raise EngineError("no configuration yet: apply one first")
             current = [str(n) for n in getattr(self.config, key)]
@@ -217,7 +231,7 @@ class Engine:
             if before_forwarding is not None:
                 before_forwarding(config, ruleset)
             bridge.open_ports(config.bridge)
-            self.config, self.ruleset, self.last_error = config, ruleset, None
+            self.config, self.ruleset, self.last_error, self.notice = config, ruleset, None, None
             log.info("applied: mode %s, mx1 %s, mx2 %s", config.mode, _addrs(config.mx1), _addrs(config.mx2))
 
     def _restore_previous(self) -> None:
@@ -266,7 +280,7 @@ class Engine:
                 bridge_state,
                 lists,
                 extra_problems=(self.last_error,) if self.last_error else (),
-                extra_warnings=(self.state.last_problem,) if self.state and self.state.last_problem else (),
+                extra_warnings=tuple(w for w in (self.notice, self.state.last_problem if self.state else None) if w),
             )
             return {
                 "health": verdict.level,

@@ -127,8 +127,8 @@ def show_status(result: dict[str, Any]) -> str:
         )
     lines.append("counters (connection attempts):       total    IPv4    IPv6")
     for key, label in COUNTER_LABELS.items():
-        c = result["counters"][key]
-        lines.append(f"  {label:<34} {c['total']:>7} {c.get('ipv4', 0):>7} {c.get('ipv6', 0):>7}")
+        c = result["counters"].get(key, {})  # an older daemon may not count everything
+        lines.append(f"  {label:<34} {c.get('total', 0):>7} {c.get('ipv4', 0):>7} {c.get('ipv6', 0):>7}")
     trusted = result.get("trusted") or {}
     lines.append(
         f"proven senders: {trusted.get('total', 0)} (IPv4 {trusted.get('ipv4', 0)}, IPv6 {trusted.get('ipv6', 0)})"

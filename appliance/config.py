@@ -8,7 +8,8 @@ Nothing here touches the kernel: a Config that exists is a Config that is valid.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -57,6 +58,17 @@ class Bridge:
 
 
 @dataclass(frozen=True)
+class KnockPrefix:
+    """Knock granularity per family: a knock opens mx2 for the sender's /ipv4 or /ipv6."""
+
+    ipv4: int = 32
+    ipv6: int = 128
+
+    def __getitem__(self, family: int) -> int:
+        return self.ipv4 if family == 4 else self.ipv6
+
+
+@dataclass(frozen=True)
 class Trust:
     """Proven senders: a source whose handshake to mx2 completed after a knock passes
     without a knock for `lifetime` seconds, refreshed on each accepted connection."""
@@ -76,7 +88,7 @@ class Config:
     knock_ports: tuple[int, ...] = ()
     whitelist: tuple[IPNetwork, ...] = ()
     selective: tuple[IPNetwork, ...] = ()
-    knock_prefix: Mapping[int, int] = field(default_factory=lambda: {4: 32, 6: 128})
+    knock_prefix: KnockPrefix = field(default_factory=lambda: KnockPrefix())
     trust: Trust = field(default_factory=Trust)
 
     def families(self) -> tuple[int, ...]:
@@ -148,9 +160,21 @@ class _Collector:
         self.errors.append(FieldError(field_name, message))
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads an unquoted 2001:10:20:30:40:50:0:1 as a base-60 integer; an admin
+    writing IPv6 addresses means text. Only plain decimal integers stay numbers."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+
+
 def parse_yaml(text: str) -> Config:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
@@ -197,7 +221,15 @@ def from_dict(data: Any) -> Config:
     knock_ports = _knock_ports(data.get("knock_ports", []), smtp_port, errs)
     whitelist = _networks("whitelist", data.get("whitelist", []), errs)
     selective = _networks("selective", data.get("selective", []), errs)
-    if mode == "selective" and not selective and not any(e.field.startswith("selective") for e in errs.errors):
+    families = {a.version for a in mx1} & {a.version for a in mx2}
+    for kind, networks in (("whitelist", whitelist), ("selective", selective)):
+        for i, net in enumerate(networks):
+            if families and net.version not in families:
+                errs.add(
+                    f"{kind}[{i}]", f"{net} is IPv{net.version} but the mail server has no IPv{net.version} address"
+                )
+    usable = [n for n in selective if n.version in families]
+    if mode == "selective" and not usable and not any(e.field.startswith("selective") for e in errs.errors):
         errs.add("selective", "mode selective needs at least one network to apply Unlisting to")
     knock_prefix = _knock_prefix(data.get("knock_prefix", {}), errs)
     trust = _trust(data.get("trust", {}), errs)
@@ -261,7 +293,7 @@ def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...
         except ValueError:
             errs.add(where, f"not an IP address: {item!r}")
             continue
-        if address.is_multicast or address.is_unspecified or address.is_loopback:
+        if _unusable(address):
             errs.add(where, f"{address} cannot be a mail server's address")
             continue
         if any(a.version == address.version for a in addresses):
@@ -269,6 +301,12 @@ def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...
             continue
         addresses.append(address)
     return tuple(addresses)
+
+
+def _unusable(address: IPAddress) -> bool:
+    """Addresses no sender on the Internet can reach a mail server at."""
+    broadcast = address == ipaddress.IPv4Address("255.255.255.255")
+    return address.is_multicast or address.is_unspecified or address.is_loopback or address.is_link_local or broadcast
 
 
 def _check_mx_pair(mx1: tuple[IPAddress, ...], mx2: tuple[IPAddress, ...], errs: _Collector) -> None:
@@ -361,11 +399,11 @@ def _networks(name: str, raw: Any, errs: _Collector) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _knock_prefix(raw: Any, errs: _Collector) -> dict[int, int]:
+def _knock_prefix(raw: Any, errs: _Collector) -> KnockPrefix:
     result = {4: 32, 6: 128}
     if not isinstance(raw, dict):
         errs.add("knock_prefix", "must be a mapping like {ipv4: 32, ipv6: 128}")
-        return result
+        return KnockPrefix()
     for key in sorted(set(raw) - set(PREFIX_KEYS), key=str):
         errs.add(f"knock_prefix.{key}", "unknown key (known keys: ipv4, ipv6)")
     for key, (family, longest) in PREFIX_KEYS.items():
@@ -373,7 +411,7 @@ def _knock_prefix(raw: Any, errs: _Collector) -> dict[int, int]:
             # Shorter than /8 or /16 would let one knock open mx2 for a whole provider.
             shortest = 8 if family == 4 else 16
             result[family] = _int_in_range(f"knock_prefix.{key}", raw[key], shortest, longest, errs)
-    return result
+    return KnockPrefix(ipv4=result[4], ipv6=result[6])
 
 
 def _trust(raw: Any, errs: _Collector) -> Trust:

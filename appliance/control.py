@@ -81,7 +81,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"ok": False, "error": "request is not valid JSON"}
         if not isinstance(request, dict) or not isinstance(request.get("command"), str):
             return {"ok": False, "error": 'request must be an object with a "command" string'}
-        command, args = request["command"], request.get("args") or {}
+        command, args = request["command"], request.get("args", {})
         handler = self.handlers.get(command)
         if handler is None:
             return {"ok": False, "error": f"unknown command {command!r}; known: {', '.join(sorted(self.handlers))}"}
@@ -100,10 +100,12 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="control-api", daemon=True)
         thread.start()
+        self._thread = thread
         return thread
 
     def close(self) -> None:
-        self.shutdown()
+        if getattr(self, "_thread", None) is not None:
+            self.shutdown()  # waits for serve_forever: only call it if that ever ran
         self.server_close()
         self.path.unlink(missing_ok=True)
 

@@ -8,6 +8,7 @@ jiffies value is read from /proc/timer_list.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import time
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ def parse(text: str) -> list[RawEntry]:
         if not match:
             continue
         stamps = tuple(int(s) for s in re.findall(r"\d+", match["stamps"]))
-        entries.append(RawEntry(match["src"], int(match["ttl"]), int(match["last"]), stamps))
+        # The kernel prints IPv6 sources uncompressed (2001:0db8:0000:...): normalise them.
+        address = str(ipaddress.ip_address(match["src"]))
+        entries.append(RawEntry(address, int(match["ttl"]), int(match["last"]), stamps))
     return entries
 
 

@@ -1,0 +1,603 @@
+"""Config validation: every refusal names its field, all problems are reported together."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+from typing import Any
+
+import pytest
+import yaml
+
+from appliance import config
+from appliance.config import Config, ConfigError
+
+BASE: dict[str, Any] = {
+    "bridge": {"name": "br0", "outside": "eth0", "inside": "eth1"},
+    "mode": "unlisting",
+    "mx1": ["192.0.2.10", "2001:db8::10"],
+    "mx2": ["192.0.2.20", "2001:db8::20"],
+    "smtp_port": 25,
+    "window": 4000,
+    "knock_ports": [],
+    "whitelist": [],
+    "selective": [],
+    "knock_prefix": {"ipv4": 32, "ipv6": 128},
+    "trust": {"enabled": True, "lifetime": 3110400},
+}
+
+
+def make(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data.update(changes)
+    return data
+
+
+def refuse(data: Any) -> dict[str, str]:
+    """The field -> message map of a refused config (fails the test if it is accepted)."""
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(data)
+    errors = info.value.errors
+    assert errors, "a ConfigError must name at least one field"
+    return {e.field: e.message for e in errors}
+
+
+def only_error(data: Any) -> tuple[str, str]:
+    errors = refuse(data)
+    assert len(errors) == 1, errors
+    return next(iter(errors.items()))
+
+
+# ---- what is accepted ------------------------------------------------------------------
+
+
+def test_embedded_default_parses():
+    cfg = config.default()
+    assert cfg.mode == "unlisting"
+    assert cfg.mx1 == (ipaddress.ip_address("192.0.2.10"), ipaddress.ip_address("2001:db8::10"))
+    assert cfg.mx2 == (ipaddress.ip_address("192.0.2.20"), ipaddress.ip_address("2001:db8::20"))
+    assert cfg.families() == (4, 6)
+    assert cfg.window == 4000
+    assert cfg.smtp_port == 25
+    assert cfg.knock_prefix == config.KnockPrefix(ipv4=32, ipv6=128)
+    assert cfg.bridge == config.Bridge("br0", "eth0", "eth1")
+    assert cfg.trust == config.Trust(enabled=True, lifetime=36 * 86400)
+
+
+def test_base_is_valid():
+    cfg = config.from_dict(make())
+    assert cfg.families() == (4, 6)
+    assert cfg.mx("mx2", 6) == ipaddress.ip_address("2001:db8::20")
+
+
+def test_single_string_for_mx():
+    cfg = config.from_dict(make(mx1="192.0.2.10", mx2="192.0.2.20"))
+    assert cfg.mx1 == (ipaddress.ip_address("192.0.2.10"),)
+    assert cfg.families() == (4,)
+
+
+def test_single_string_error_names_the_field_without_index():
+    field, message = only_error(make(mx1="mail.example.test", mx2="192.0.2.20"))
+    assert field == "mx1"
+    assert "not an IP address" in message
+
+
+def test_defaults_for_omitted_keys():
+    cfg = config.from_dict({"mx1": "192.0.2.10", "mx2": "192.0.2.20"})
+    assert cfg.mode == "unlisting"
+    assert cfg.smtp_port == 25
+    assert cfg.window == 4000
+    assert cfg.knock_ports == ()
+    assert cfg.bridge == config.Bridge()
+
+
+def test_to_dict_round_trips():
+    data = make(
+        mode="selective",
+        mx1="192.0.2.10",
+        mx2="192.0.2.20",
+        smtp_port=2525,
+        window=600,
+        knock_ports=[110, 993],
+        whitelist=["203.0.113.5", "198.51.100.0/24"],
+        selective=["198.51.100.128/25"],
+        knock_prefix={"ipv4": 24, "ipv6": 64},
+        trust={"enabled": False, "lifetime": 86400},
+    )
+    cfg = config.from_dict(data)
+    out = cfg.to_dict()
+    assert out["whitelist"] == ["203.0.113.5", "198.51.100.0/24", "2001:db8:1::/64"]  # hosts stay bare
+    assert out["knock_prefix"] == {"ipv4": 24, "ipv6": 64}
+    assert out["trust"] == {"enabled": False, "lifetime": 86400}
+    assert config.from_dict(out) == cfg
+    assert config.parse_yaml(cfg.to_yaml()) == cfg
+
+
+def test_with_changes_applies_and_validates():
+    cfg = config.default()
+    changed = config.with_changes(cfg, mode="nolisting", whitelist=["203.0.113.0/24"])
+    assert changed.mode == "nolisting"
+    assert changed.whitelist == (ipaddress.ip_network("203.0.113.0/24"),)
+    assert cfg.mode == "unlisting"  # the original is untouched
+    with pytest.raises(ConfigError) as info:
+        config.with_changes(cfg, whitelist=["203.0.113.1/24"])
+    assert [e.field for e in info.value.errors] == ["whitelist[0]"]
+
+
+def test_config_is_frozen():
+    cfg = config.default()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.mode = "nolisting"  # type: ignore[misc]
+
+
+# ---- top level and bridge ---------------------------------------------------------------
+
+
+def test_unknown_top_level_key():
+    field, message = only_error(make(windw=10))
+    assert field == "windw"
+    assert "unknown key" in message
+    assert "window" in message  # the known keys are listed
+
+
+def test_unknown_bridge_key():
+    field, message = only_error(make(bridge={"name": "br0", "outside": "eth0", "inside": "eth1", "stp": True}))
+    assert field == "bridge.stp"
+    assert "unknown key" in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("name", "a" * 16),
+        ("name", ""),
+        ("outside", "eth/0"),
+        ("outside", "eth0:1"),
+        ("inside", "eth 1"),
+        ("inside", ".."),
+        ("inside", 5),
+    ],
+)
+def test_bad_interface_names(key: str, value: Any):
+    bridge = {"name": "br0", "outside": "eth0", "inside": "eth1", key: value}
+    errors = refuse(make(bridge=bridge))
+    assert f"bridge.{key}" in errors
+    assert "interface name" in errors[f"bridge.{key}"]
+
+
+def test_fifteen_character_interface_name_is_fine():
+    cfg = config.from_dict(make(bridge={"name": "b" * 15, "outside": "eth0", "inside": "eth1"}))
+    assert cfg.bridge.name == "b" * 15
+
+
+def test_identical_bridge_names():
+    field, message = only_error(make(bridge={"name": "br0", "outside": "eth0", "inside": "eth0"}))
+    assert field == "bridge"
+    assert "different" in message
+
+
+def test_bridge_not_a_mapping():
+    field, message = only_error(make(bridge="br0"))
+    assert field == "bridge"
+    assert "mapping" in message
+
+
+def test_bad_mode():
+    field, message = only_error(make(mode="greylisting"))
+    assert field == "mode"
+    assert "unlisting" in message and "greylisting" in message
+
+
+@pytest.mark.parametrize("mode", config.MODES)
+def test_every_mode_is_accepted(mode: str):
+    extra = {"selective": ["198.51.100.0/24"]} if mode == "selective" else {}
+    assert config.from_dict(make(mode=mode, **extra)).mode == mode
+
+
+# ---- mx1 / mx2 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["mx1", "mx2"])
+def test_mx_missing(which: str):
+    data = make()
+    del data[which]
+    field, message = only_error(data)
+    assert field == which
+    assert "missing" in message
+
+
+def test_both_mx_missing_are_both_reported():
+    errors = refuse({})
+    assert set(errors) == {"mx1", "mx2"}
+
+
+@pytest.mark.parametrize("value", [[], {"a": 1}, 42])
+def test_mx_wrong_shape(value: Any):
+    errors = refuse(make(mx1=value))
+    assert "mx1" in errors
+    assert "address" in errors["mx1"]
+
+
+def test_mx_not_an_ip():
+    field, message = only_error(make(mx1="192.0.2.10", mx2=["192.0.2.256"]))
+    assert field == "mx2[0]"
+    assert "not an IP address" in message
+
+
+def test_mx_not_an_ip_also_reports_the_family_it_leaves_uncovered():
+    errors = refuse(make(mx2=["192.0.2.20", "2001:db8::zz"]))
+    assert "not an IP address" in errors["mx2[1]"]
+    assert "IPv6" in errors["mx2"]
+
+
+@pytest.mark.parametrize("address", ["224.0.0.5", "127.0.0.1", "0.0.0.0"])
+def test_mx_multicast_loopback_unspecified_ipv4(address: str):
+    errors = refuse(make(mx1=[address, "2001:db8::10"]))
+    assert "mx1[0]" in errors
+    assert "cannot be a mail server" in errors["mx1[0]"]
+
+
+@pytest.mark.parametrize("address", ["ff02::1", "::1", "::"])
+def test_mx_multicast_loopback_unspecified_ipv6(address: str):
+    errors = refuse(make(mx2=["192.0.2.20", address]))
+    assert "mx2[1]" in errors
+    assert "cannot be a mail server" in errors["mx2[1]"]
+
+
+def test_two_addresses_of_one_family():
+    errors = refuse(make(mx1=["192.0.2.10", "192.0.2.11", "2001:db8::10"]))
+    assert "mx1[1]" in errors
+    assert "second IPv4" in errors["mx1[1]"]
+
+
+def test_two_ipv6_addresses():
+    errors = refuse(make(mx2=["2001:db8::20", "2001:db8::21", "192.0.2.20"]))
+    assert "second IPv6" in errors["mx2[1]"]
+
+
+def test_mx1_equal_to_mx2():
+    field, message = only_error(make(mx1="192.0.2.10", mx2="192.0.2.10"))
+    assert field == "mx2"
+    assert "also mx1" in message
+
+
+def test_mx1_equal_to_mx2_in_one_family_only():
+    field, message = only_error(make(mx2=["192.0.2.20", "2001:db8::10"]))
+    assert field == "mx2"
+    assert "2001:db8::10" in message
+
+
+def test_family_in_mx1_but_not_mx2():
+    field, message = only_error(make(mx1=["192.0.2.10", "2001:db8::10"], mx2=["192.0.2.20"]))
+    assert field == "mx2"
+    assert "IPv6" in message and "mx2 has none" in message
+
+
+def test_family_in_mx2_but_not_mx1():
+    field, message = only_error(make(mx1=["192.0.2.10"], mx2=["192.0.2.20", "2001:db8::20"]))
+    assert field == "mx1"
+    assert "IPv6" in message and "mx1 has none" in message
+
+
+def test_ipv6_only_pair_is_fine():
+    cfg = config.from_dict(make(mx1="2001:db8::10", mx2="2001:db8::20"))
+    assert cfg.families() == (6,)
+
+
+# ---- numbers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "word"), [(0, "from 1 to 86400"), (86401, "from 1 to 86400")])
+def test_window_out_of_range(value: int, word: str):
+    field, message = only_error(make(window=value))
+    assert field == "window"
+    assert word in message
+
+
+@pytest.mark.parametrize("value", ["4000", True, 4000.0, None])
+def test_window_not_a_whole_number(value: Any):
+    field, message = only_error(make(window=value))
+    assert field == "window"
+    assert "whole number" in message
+
+
+@pytest.mark.parametrize("value", [1, 86400])
+def test_window_bounds_are_inclusive(value: int):
+    assert config.from_dict(make(window=value)).window == value
+
+
+@pytest.mark.parametrize("value", [0, 65536, -25])
+def test_smtp_port_out_of_range(value: int):
+    field, message = only_error(make(smtp_port=value))
+    assert field == "smtp_port"
+    assert "65535" in message
+
+
+def test_smtp_port_string():
+    field, message = only_error(make(smtp_port="smtp"))
+    assert field == "smtp_port"
+    assert "whole number" in message
+
+
+# ---- knock ports --------------------------------------------------------------------------
+
+
+def test_knock_ports_not_a_list():
+    field, message = only_error(make(knock_ports=993))
+    assert field == "knock_ports"
+    assert "list" in message
+
+
+@pytest.mark.parametrize("bad", [0, 70000, "imap", True])
+def test_knock_port_bad_value(bad: Any):
+    field, message = only_error(make(knock_ports=[110, bad]))
+    assert field == "knock_ports[1]"
+    assert "from 1 to 65535" in message
+
+
+def test_knock_port_equal_to_smtp_port():
+    field, message = only_error(make(smtp_port=2525, knock_ports=[993, 2525]))
+    assert field == "knock_ports[1]"
+    assert "SMTP port" in message
+
+
+def test_knock_port_25_is_fine_when_smtp_moved():
+    assert config.from_dict(make(smtp_port=2525, knock_ports=[25])).knock_ports == (25,)
+
+
+def test_knock_port_duplicates():
+    field, message = only_error(make(knock_ports=[110, 143, 110]))
+    assert field == "knock_ports[2]"
+    assert "twice" in message
+
+
+def test_knock_ports_more_than_fifteen():
+    field, message = only_error(make(knock_ports=list(range(1000, 1016))))
+    assert field == "knock_ports"
+    assert "15" in message
+
+
+def test_knock_ports_fifteen_is_fine():
+    assert len(config.from_dict(make(knock_ports=list(range(1000, 1015)))).knock_ports) == 15
+
+
+def test_knock_ports_null_means_none():
+    assert config.from_dict(make(knock_ports=None)).knock_ports == ()
+
+
+# ---- whitelist and selective networks -----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["whitelist", "selective"])
+def test_network_not_an_address(kind: str):
+    field, message = only_error(make(**{kind: ["203.0.113.0/24", "mail.example.test"]}))
+    assert field == f"{kind}[1]"
+    assert "not an address or network" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "suggestion"),
+    [("203.0.113.7/24", "203.0.113.0/24"), ("2001:db8:1::1/64", "2001:db8:1::/64")],
+)
+@pytest.mark.parametrize("kind", ["whitelist", "selective"])
+def test_network_host_bits_set_suggests_the_network(kind: str, entry: str, suggestion: str):
+    field, message = only_error(make(**{kind: [entry]}))
+    assert field == f"{kind}[0]"
+    assert "host bits" in message
+    assert f"did you mean {suggestion}?" in message
+
+
+@pytest.mark.parametrize("entry", ["0.0.0.0/0", "::/0"])
+@pytest.mark.parametrize("kind", ["whitelist", "selective"])
+def test_network_slash_zero(kind: str, entry: str):
+    field, message = only_error(make(**{kind: ["203.0.113.0/24", entry]}))
+    assert field == f"{kind}[1]"
+    assert "every address" in message
+
+
+@pytest.mark.parametrize("kind", ["whitelist", "selective"])
+def test_network_duplicates(kind: str):
+    # A bare address and its /32 are the same entry.
+    field, message = only_error(make(**{kind: ["203.0.113.5", "198.51.100.0/24", "203.0.113.5/32"]}))
+    assert field == f"{kind}[2]"
+    assert "twice" in message
+
+
+@pytest.mark.parametrize("kind", ["whitelist", "selective"])
+def test_network_list_not_a_list(kind: str):
+    field, message = only_error(make(**{kind: "203.0.113.0/24"}))
+    assert field == kind
+    assert "list" in message
+
+
+def test_selective_mode_without_networks():
+    field, message = only_error(make(mode="selective"))
+    assert field == "selective"
+    assert "at least one network" in message
+
+
+def test_selective_mode_with_only_bad_networks_reports_the_entry_not_the_emptiness():
+    errors = refuse(make(mode="selective", selective=["nonsense"]))
+    assert set(errors) == {"selective[0]"}
+
+
+def test_selective_networks_outside_selective_mode_are_kept():
+    cfg = config.from_dict(make(selective=["198.51.100.0/24"]))
+    assert cfg.networks("selective", 4) == (ipaddress.ip_network("198.51.100.0/24"),)
+    assert cfg.networks("selective", 6) == ()
+
+
+# ---- knock prefix ---------------------------------------------------------------------------
+
+
+def test_knock_prefix_unknown_key():
+    field, message = only_error(make(knock_prefix={"ipv4": 24, "ip6": 64}))
+    assert field == "knock_prefix.ip6"
+    assert "unknown key" in message
+
+
+@pytest.mark.parametrize(("key", "value"), [("ipv4", 7), ("ipv4", 33), ("ipv6", 15), ("ipv6", 129)])
+def test_knock_prefix_out_of_range(key: str, value: int):
+    field, message = only_error(make(knock_prefix={key: value}))
+    assert field == f"knock_prefix.{key}"
+    assert "must be from" in message
+
+
+@pytest.mark.parametrize(("key", "value"), [("ipv4", 8), ("ipv4", 32), ("ipv6", 16), ("ipv6", 128)])
+def test_knock_prefix_bounds_are_inclusive(key: str, value: int):
+    family = 4 if key == "ipv4" else 6
+    assert config.from_dict(make(knock_prefix={key: value})).knock_prefix[family] == value
+
+
+def test_knock_prefix_partial_keeps_the_other_default():
+    cfg = config.from_dict(make(knock_prefix={"ipv6": 64}))
+    assert cfg.knock_prefix == config.KnockPrefix(ipv4=32, ipv6=64)
+
+
+def test_knock_prefix_not_a_mapping():
+    field, message = only_error(make(knock_prefix=24))
+    assert field == "knock_prefix"
+    assert "mapping" in message
+
+
+# ---- trust (proven senders) ------------------------------------------------------------------
+
+
+def test_trust_defaults_when_omitted():
+    data = make()
+    del data["trust"]
+    assert config.from_dict(data).trust == config.Trust()
+
+
+def test_trust_unknown_key():
+    field, message = only_error(make(trust={"enabled": True, "ttl": 60}))
+    assert field == "trust.ttl"
+    assert "unknown key" in message
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_trust_enabled_must_be_a_boolean(value: Any):
+    field, message = only_error(make(trust={"enabled": value}))
+    assert field == "trust.enabled"
+    assert "true or false" in message
+
+
+@pytest.mark.parametrize("value", [59, 366 * 86400 + 1, "36d", True])
+def test_trust_lifetime_refused(value: Any):
+    field, message = only_error(make(trust={"lifetime": value}))
+    assert field == "trust.lifetime"
+    assert "60" in message
+
+
+@pytest.mark.parametrize("value", [60, 366 * 86400])
+def test_trust_lifetime_bounds_are_inclusive(value: int):
+    assert config.from_dict(make(trust={"lifetime": value})).trust.lifetime == value
+
+
+def test_trust_not_a_mapping():
+    field, message = only_error(make(trust=True))
+    assert field == "trust"
+    assert "mapping" in message
+
+
+# ---- the file as a whole -------------------------------------------------------------------
+
+
+def test_invalid_yaml_names_the_line():
+    text = "bridge:\n  name: br0\n mode: x\n"
+    with pytest.raises(ConfigError) as info:
+        config.parse_yaml(text)
+    (error,) = info.value.errors
+    assert error.field == "(file)"
+    assert "not valid YAML" in error.message
+    assert "line 3" in error.message
+
+
+@pytest.mark.parametrize("text", ["- 192.0.2.10\n- 192.0.2.20\n", "just a string\n", "42\n"])
+def test_non_mapping_document(text: str):
+    with pytest.raises(ConfigError) as info:
+        config.parse_yaml(text)
+    assert [(e.field, "mapping" in e.message) for e in info.value.errors] == [("(file)", True)]
+
+
+def test_empty_document_reports_missing_mx():
+    with pytest.raises(ConfigError) as info:
+        config.parse_yaml("")
+    assert {e.field for e in info.value.errors} == {"mx1", "mx2"}
+
+
+def test_several_errors_are_reported_together():
+    data = make(
+        mode="nolistng",
+        mx1=["192.0.2.10", "nonsense"],
+        window=0,
+        knock_ports=[25],
+        whitelist=["203.0.113.7/24"],
+        knock_prefix={"ipv4": 4},
+        extra=1,
+    )
+    errors = refuse(data)
+    assert set(errors) == {
+        "extra",
+        "mode",
+        "mx1[1]",
+        "mx1",  # mx2 has IPv6, mx1 (after dropping 'nonsense') has none
+        "window",
+        "knock_ports[0]",
+        "whitelist[0]",
+        "knock_prefix.ipv4",
+    }
+
+
+def test_config_error_str_and_json():
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(make(window=0, smtp_port=0))
+    exc = info.value
+    assert exc.to_json() == [
+        {"field": "smtp_port", "message": "must be from 1 to 65535, not 0"},
+        {"field": "window", "message": "must be from 1 to 86400, not 0"},
+    ]
+    assert "smtp_port: must be from 1 to 65535" in str(exc)
+    assert "; window: " in str(exc)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path / "nope.yaml")
+    (error,) = info.value.errors
+    assert error.field == "(file)"
+    assert "cannot read" in error.message
+
+
+def test_load_reads_a_file(tmp_path):
+    path = tmp_path / "mxknock.yaml"
+    path.write_text(yaml.safe_dump(make(mode="backup-mx")))
+    assert config.load(path).mode == "backup-mx"
+
+
+def test_parse_network_accepts_bare_address_and_strips():
+    assert config.parse_network(" 203.0.113.5 ") == ipaddress.ip_network("203.0.113.5/32")
+    assert config.parse_network("2001:db8::/32") == ipaddress.ip_network("2001:db8::/32")
+
+
+def test_unquoted_all_decimal_ipv6_address_in_yaml():
+    text = "mx1: [192.0.2.10, 2001:10:20:30:40:50:0:1]\nmx2: [192.0.2.20, 2001:10:20:30:40:50:0:2]\n"
+    cfg: Config = config.parse_yaml(text)
+    assert cfg.mx("mx1", 6) == ipaddress.ip_address("2001:10:20:30:40:50:0:1")
+
+
+def test_selective_networks_must_cover_a_family_the_mail_server_has():
+    errors = refuse(make(mode="selective", mx1="192.0.2.10", mx2="192.0.2.20", selective=["2001:db8:bad::/48"]))
+    assert any(field.startswith("selective") for field in errors)
+
+
+@pytest.mark.parametrize(("mx1", "mx2"), [("255.255.255.255", "192.0.2.20"), ("fe80::10", "2001:db8::20")])
+def test_unusable_mx_addresses_are_refused(mx1: str, mx2: str):
+    errors = refuse(make(mx1=mx1, mx2=mx2))
+    assert "cannot be a mail server" in errors["mx1"]
+
+
+def test_networks_of_a_family_the_mail_server_lacks_are_refused():
+    errors = refuse(make(mx1="192.0.2.10", mx2="192.0.2.20", whitelist=["203.0.113.5", "2001:db8:1::/64"]))
+    assert "no IPv6 address" in errors["whitelist[1]"]

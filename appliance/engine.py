@@ -81,8 +81,13 @@ class Engine:
             log.error("filtering is NOT in place: %s", exc)
 
     def _restore_state(self, config: Config, ruleset: Ruleset) -> None:
-        if self.state is not None:
+        if self.state is None:
+            return
+        try:
             self.state.restore(config, _knock_lists(ruleset))
+        except Exception as exc:  # saved state is a convenience: never a reason not to filter
+            self.state.last_problem = f"saved state skipped: restoring it failed ({exc})"
+            log.exception("restoring saved state failed")
 
     def maintain(self) -> None:
         """Periodic upkeep: extend long-lived proven senders and save the state."""

@@ -11,8 +11,10 @@ forwards. Two limits of the kernel shape it:
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -56,14 +58,39 @@ class Snapshot:
             if data["version"] != VERSION:
                 raise StateError(f"state version {data['version']} is not {VERSION}")
             return cls(
-                saved_at=float(data["saved_at"]),
-                knocks={int(f): [(str(e["address"]), float(e["age"])) for e in v] for f, v in data["knocks"].items()},
+                saved_at=_finite(data["saved_at"]),
+                knocks={
+                    _family(f): [(_address(e["address"], f), _finite(e["age"])) for e in v]
+                    for f, v in data["knocks"].items()
+                },
                 trusted={
-                    int(f): [(str(e["address"]), float(e["expires_at"])) for e in v] for f, v in data["trusted"].items()
+                    _family(f): [(_address(e["address"], f), _finite(e["expires_at"])) for e in v]
+                    for f, v in data["trusted"].items()
                 },
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StateError(f"state file has an unexpected shape ({exc!r})") from None
+            raise StateError(f"unexpected content ({exc})") from None
+
+
+def _finite(value: Any) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{value!r} is not a time")
+    return number
+
+
+def _family(key: Any) -> int:
+    family = int(key)
+    if family not in (4, 6):
+        raise ValueError(f"{key!r} is not an address family")
+    return family
+
+
+def _address(value: Any, family_key: Any) -> str:
+    address = ipaddress.ip_address(str(value))
+    if address.version != _family(family_key):
+        raise ValueError(f"{value} is not an IPv{family_key} address")
+    return str(address)
 
 
 def write(path: Path, snapshot: Snapshot) -> None:
@@ -93,7 +120,10 @@ def read(path: Path) -> Snapshot | None:
         data = json.loads(text)
     except ValueError as exc:
         raise StateError(f"{path} is not valid JSON (truncated?): {exc}") from None
-    return Snapshot.from_json(data)
+    try:
+        return Snapshot.from_json(data)
+    except StateError as exc:
+        raise StateError(f"{path}: {exc}") from None
 
 
 @dataclass
@@ -217,6 +247,8 @@ class StateKeeper:
                 book = self.books[family]
                 prefix = 32 if family == 4 else 128
                 for address, expires_at in snapshot.trusted.get(family, []):
+                    # A clock jump or a hand-edited file must not make anyone trusted for longer.
+                    expires_at = min(expires_at, now + config.trust.lifetime)
                     key = f"{address}/{prefix}"
                     if expires_at <= now:
                         counts["expired"] += 1

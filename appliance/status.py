@@ -7,11 +7,14 @@ console and scripts (`mxknock status --json`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import compiler
-from .bridge import BridgeState
-from .netfilter import KernelFamily
-from .recent import ListReport
+
+if TYPE_CHECKING:  # the CLI imports this module: keep python-iptables and pyroute2 out of it
+    from .bridge import BridgeState
+    from .netfilter import KernelFamily
+    from .recent import ListReport
 
 # What each counter means for a mail admin, keyed by the rule roles that feed it.
 COUNTERS = {

@@ -39,7 +39,7 @@ class PendingChange:
     previous: Config | None
     new_text: str
     deadline: float
-    timer: threading.Timer
+    timer: threading.Timer | None
 
 
 class Engine:
@@ -107,10 +107,11 @@ class Engine:
             previous = self.config
             self._put_in_force(config)
             if confirm_within:
-                timer = threading.Timer(confirm_within, self._rollback_on_timeout)
-                timer.daemon = True
-                self.pending = PendingChange(previous, text, time.monotonic() + confirm_within, timer)
-                timer.start()
+                pending = PendingChange(previous, text, time.monotonic() + confirm_within, None)
+                pending.timer = threading.Timer(confirm_within, self._rollback_on_timeout, args=(pending,))
+                pending.timer.daemon = True
+                self.pending = pending
+                pending.timer.start()
             else:
                 self._save(text)
             return {"applied": True, "confirm_within": confirm_within}
@@ -127,7 +128,7 @@ class Engine:
         with self._lock:
             if self.pending is None:
                 raise EngineError("nothing is waiting for confirmation")
-            self.pending.timer.cancel()
+            _cancel(self.pending)
             self._save(self.pending.new_text)
             self.pending = None
             return {"confirmed": True}
@@ -136,7 +137,7 @@ class Engine:
         with self._lock:
             if self.pending is None:
                 raise EngineError("nothing is waiting for confirmation")
-            self.pending.timer.cancel()
+            _cancel(self.pending)
             previous = self.pending.previous
             self.pending = None
             if previous is not None:
@@ -146,12 +147,13 @@ class Engine:
             log.warning("change rolled back to the previous configuration")
             return {"rolled_back": True}
 
-    def _rollback_on_timeout(self) -> None:
-        try:
+    def _rollback_on_timeout(self, pending: PendingChange) -> None:
+        with self._lock:
+            # Confirmed (or replaced by a newer change) while this timer waited for the lock.
+            if self.pending is not pending:
+                return
             self.rollback()
             self.notice = "a change was not confirmed in time and was rolled back"
-        except EngineError:
-            pass  # confirmed in the meantime
 
     def _unconfigure(self) -> None:
         """Back to "no config yet": nothing forwards, none of our rules remain."""
@@ -199,7 +201,7 @@ class Engine:
             config = with_changes(self.config, **{key: wanted})
             self._put_in_force(config)
             self._save(config.to_yaml())
-            return {key: [str(n) for n in getattr(config, key)]}
+            return {key: config.to_dict()[key]}  # the file's own format, as whitelist_list answers
 
     def _put_in_force(self, config: Config, before_forwarding: Any = None) -> None:
         """Apply and verify a valid config; on any failure the previous rules stay or come back."""
@@ -389,6 +391,11 @@ class Engine:
 
     def rules_text(self) -> dict[str, Any]:
         return {"rules": self.ruleset.render() if self.ruleset else ""}
+
+
+def _cancel(pending: PendingChange) -> None:
+    if pending.timer is not None:
+        pending.timer.cancel()
 
 
 def _knock_lists(ruleset: Ruleset) -> dict[int, str]:

@@ -76,7 +76,10 @@ def health(
         if not bridge.present:
             problems.append(f"bridge {bridge.name} does not exist")
         elif not bridge.filtering:
-            problems.append("br_netfilter is off: bridged packets would bypass every rule")
+            problems.append(
+                "br_netfilter is off (a bridge flag or a namespace sysctl): bridged packets may bypass the "
+                "rules; `mxknock reload` switches it on again"
+            )
         elif not bridge.forwarding:
             problems.append(f"bridge {bridge.name} is not forwarding: mail cannot reach the server")
     for report in lists:

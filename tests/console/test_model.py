@@ -1,0 +1,186 @@
+"""The console's pure parts: the form model (judged by appliance.config), rates,
+formatting, diffs and the interface lister. No Textual needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from appliance import config as cfg
+from tui import diff, form
+from tui import format as fmt
+from tui.interfaces import list_interfaces
+from tui.rates import RateTracker
+
+BASE = cfg.default().to_dict()
+GOOD = form.texts_from(BASE)
+
+
+def errors_for(**texts: str) -> dict[str, list[str]]:
+    return form.judge(BASE, {**GOOD, **texts}, form.SETUP_FIELDS + form.EDIT_FIELDS).errors
+
+
+def test_texts_round_trip_to_the_same_config():
+    verdict = form.judge(BASE, GOOD, form.EDIT_FIELDS)
+    assert verdict.valid
+    assert verdict.config.to_dict() == cfg.default().to_dict()
+
+
+def test_items_split_on_commas_and_spaces():
+    assert form.split(" 192.0.2.10,2001:db8::10  ,, ") == ["192.0.2.10", "2001:db8::10"]
+    assert form.split("") == []
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "expected"),
+    [
+        ("mx1", "192.0.2.300", "not an IP address: '192.0.2.300'"),
+        ("mx1", "", "missing: give the mail server's address"),
+        ("mx1", "127.0.0.1, 2001:db8::10", "cannot be a mail server's address"),
+        ("mx2", "192.0.2.10, 2001:db8::20", "is also mx1"),
+        ("mx2", "192.0.2.20", "mx1 has an IPv6 address but mx2 has none"),
+        ("window", "0", "must be from 1 to 86400, not 0"),
+        ("window", "four", "must be a whole number from 1 to 86400, not 'four'"),
+        ("knock_ports", "110, 25", "25 is the SMTP port itself"),
+        ("knock_ports", "110 110", "110 is listed twice"),
+        ("knock_ports", "pop3", "must be a whole number from 1 to 65535, not 'pop3'"),
+        ("selective", "198.51.100.1/24", "has host bits set; did you mean 198.51.100.0/24?"),
+        ("outside", "", "not a valid interface name: ''"),
+    ],
+)
+def test_each_field_gets_the_engines_own_message(field, text, expected):
+    errors = errors_for(**{field: text})
+    assert any(expected in message for message in errors.get(field, [])), errors
+
+
+def test_mode_selective_needs_networks_at_the_selective_field():
+    assert "needs at least one network" in errors_for(mode="selective")["selective"][0]
+    assert "selective" not in errors_for(mode="selective", selective="203.0.113.0/24")
+
+
+def test_the_same_port_twice_is_shown_under_the_second_pick():
+    assert "three different interfaces" in errors_for(outside="eth1", inside="eth1")["inside"][0]
+
+
+def test_api_error_fields_map_to_form_fields():
+    fields = form.EDIT_FIELDS
+    assert form.field_of("mx1[0]", fields) == "mx1"
+    assert form.field_of("knock_ports[3]", fields) == "knock_ports"
+    assert form.field_of("bridge.outside", form.SETUP_FIELDS) == "outside"
+    assert form.field_of("bridge.outside", fields) == form.GENERAL  # edit has no port fields
+    assert form.field_of("(file)", fields) == form.GENERAL
+    grouped = form.group_errors([{"field": "trust.lifetime", "message": "too long"}], fields)
+    assert grouped == {form.GENERAL: ["trust.lifetime: too long"]}
+
+
+def test_candidate_keeps_what_the_form_does_not_edit():
+    base = {**BASE, "knock_prefix": {"ipv4": 24, "ipv6": 64}, "whitelist": ["198.51.100.7"]}
+    data = form.candidate(base, {**GOOD, "window": "600"})
+    assert data["window"] == 600
+    assert data["knock_prefix"] == {"ipv4": 24, "ipv6": 64}
+    assert data["whitelist"] == ["198.51.100.7"]
+    assert cfg.parse_yaml(form.to_yaml(data)).window == 600
+
+
+def test_setup_starts_from_the_default_without_its_lab_addresses():
+    base = form.setup_base()
+    assert base["mx1"] is None and base["mx2"] is None
+    assert base["mode"] == "unlisting" and base["window"] == cfg.default().window
+
+
+def test_whitelist_entries_are_normalized_or_explained():
+    assert form.parse_entries("198.51.100.7, 2001:DB8::/32") == (["198.51.100.7/32", "2001:db8::/32"], [])
+    entries, errors = form.parse_entries("198.51.100.7 203.0.113.9/24 nonsense")
+    assert entries == ["198.51.100.7/32"]
+    assert errors == [
+        "203.0.113.9/24 has host bits set; did you mean 203.0.113.0/24?",
+        "not an address or network: 'nonsense'",
+    ]
+
+
+def test_rates_per_minute_over_the_last_minute():
+    rates = RateTracker()
+    assert rates.per_minute() == {}
+    rates.add(0, {"knocks": 100})
+    assert rates.per_minute() == {}
+    rates.add(30, {"knocks": 110})
+    assert rates.per_minute() == {"knocks": 20.0}
+    for t in range(32, 200, 2):
+        rates.add(t, {"knocks": 110 + t})
+    assert rates.per_minute()["knocks"] == pytest.approx(60.0)
+    assert rates.samples[-1][0] - rates.samples[0][0] <= 62  # history stays about a minute
+
+
+def test_counters_that_go_down_start_the_rate_again():
+    rates = RateTracker()
+    rates.add(0, {"knocks": 500})
+    rates.add(10, {"knocks": 3})  # rules re-applied: counters start from zero
+    assert rates.per_minute() == {}
+    rates.add(20, {"knocks": 13})
+    assert rates.per_minute() == {"knocks": 60.0}
+
+
+def test_formatting():
+    assert [fmt.age(s) for s in (None, 5, 119.9, 3725, 7300)] == ["-", "5s", "119s", "62m05s", "2h01m"]
+    assert fmt.bar(50, 100, 10) == "█████░░░░░"
+    assert fmt.bar(200, 100, 4) == "████"
+    assert fmt.bar(1, 0, 3) == "░░░"
+    assert [fmt.rate(r) for r in (None, 0.25, 42.4)] == ["-", "0.2", "42"]
+    assert fmt.port_state({"present": True, "up": True, "carrier": False, "enslaved": False}) == (
+        "up, no link, NOT in bridge"
+    )
+
+
+def test_host_networks_show_as_bare_addresses():
+    assert [fmt.network(e) for e in ("192.0.2.1/32", "2001:db8::1/128", "2001:db8::/32", "198.51.100.0/24")] == [
+        "192.0.2.1",
+        "2001:db8::1",
+        "2001:db8::/32",
+        "198.51.100.0/24",
+    ]
+
+
+def test_unified_diff_of_rules():
+    lines = diff.unified("a\nb\n", "a\nc\n", "running", "new")
+    assert lines[:2] == ["--- running", "+++ new"]
+    assert "-b" in lines and "+c" in lines
+    assert diff.unified("same\n", "same\n", "x", "y") == []
+
+
+def fake_sysfs(root: Path) -> Path:
+    """A /sys/class/net lookalike: loopback, a bridge, ports with and without carrier."""
+
+    def link(name: str, kind: str = "1", **files: str) -> Path:
+        d = root / name
+        d.mkdir(parents=True)
+        (d / "type").write_text(kind + "\n")
+        for key, value in files.items():
+            (d / key).write_text(value + "\n")
+        return d
+
+    link("lo", kind="772", address="00:00:00:00:00:00", operstate="unknown", carrier="1")
+    bridge = link("br0", address="52:54:00:aa:aa:aa", operstate="up", carrier="1")
+    (bridge / "bridge").mkdir()
+    eth0 = link("eth0", address="52:54:00:00:00:01", operstate="up", carrier="1")
+    (eth0 / "master").symlink_to(bridge)
+    link("eth1", address="52:54:00:00:00:02", operstate="up", carrier="0")
+    link("eth2", address="52:54:00:00:00:03", operstate="down")  # carrier unreadable while down
+    return root
+
+
+def test_interfaces_are_read_from_sysfs(tmp_path):
+    found = {i.name: i for i in list_interfaces(fake_sysfs(tmp_path / "net"))}
+    assert sorted(found) == ["eth0", "eth1", "eth2"]  # no loopback, no bridge
+    assert (found["eth0"].mac, found["eth0"].link, found["eth0"].master) == ("52:54:00:00:00:01", "link", "br0")
+    assert (found["eth1"].link, found["eth1"].master) == ("no link", None)
+    assert (found["eth2"].operstate, found["eth2"].carrier, found["eth2"].link) == ("down", None, "?")
+
+
+def test_no_sysfs_means_no_interfaces(tmp_path):
+    assert list_interfaces(tmp_path / "missing") == []
+
+
+def test_this_machines_interfaces_can_be_listed():
+    for iface in list_interfaces():  # whatever this machine has; it must not raise
+        assert iface.name and iface.operstate

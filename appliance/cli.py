@@ -23,6 +23,7 @@ from .compiler import compile_config
 from .config import ConfigError
 from .control import ControlClient, ControlError
 from .status import COUNTER_LABELS
+from .status import human_age as _age
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_UNREACHABLE, EXIT_WARNING, EXIT_CRITICAL = 0, 1, 2, 3, 4, 5
 HEALTH_EXIT = {"ok": EXIT_OK, "warning": EXIT_WARNING, "critical": EXIT_CRITICAL}
@@ -91,17 +92,6 @@ def simple(command: str) -> Any:
 
 
 # ---- readable output ----------------------------------------------------------------
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def show_status(result: dict[str, Any]) -> str:

@@ -251,12 +251,19 @@ def from_dict(data: Any) -> Config:
     )
 
 
-def _bridge(raw: Any, errs: _Collector) -> Bridge:
+def _section(name: str, raw: Any, known: set[str], example: str, errs: _Collector) -> bool:
+    """A nested mapping: False (and an error) if it is not one; unknown keys are errors."""
     if not isinstance(raw, dict):
-        errs.add("bridge", "must be a mapping with name, outside and inside")
+        errs.add(name, f"must be a mapping like {example}")
+        return False
+    for key in sorted(set(raw) - known, key=str):
+        errs.add(f"{name}.{key}", f"unknown key (known keys: {', '.join(sorted(known))})")
+    return True
+
+
+def _bridge(raw: Any, errs: _Collector) -> Bridge:
+    if not _section("bridge", raw, BRIDGE_KEYS, "{name: br0, outside: eth0, inside: eth1}", errs):
         return Bridge()
-    for key in sorted(set(raw) - BRIDGE_KEYS, key=str):
-        errs.add(f"bridge.{key}", "unknown key (known keys: inside, name, outside)")
     values = {}
     for key in ("name", "outside", "inside"):
         value = raw.get(key, getattr(Bridge, key))
@@ -401,11 +408,8 @@ def _networks(name: str, raw: Any, errs: _Collector) -> tuple[IPNetwork, ...]:
 
 def _knock_prefix(raw: Any, errs: _Collector) -> KnockPrefix:
     result = {4: 32, 6: 128}
-    if not isinstance(raw, dict):
-        errs.add("knock_prefix", "must be a mapping like {ipv4: 32, ipv6: 128}")
+    if not _section("knock_prefix", raw, set(PREFIX_KEYS), "{ipv4: 32, ipv6: 128}", errs):
         return KnockPrefix()
-    for key in sorted(set(raw) - set(PREFIX_KEYS), key=str):
-        errs.add(f"knock_prefix.{key}", "unknown key (known keys: ipv4, ipv6)")
     for key, (family, longest) in PREFIX_KEYS.items():
         if key in raw:
             # Shorter than /8 or /16 would let one knock open mx2 for a whole provider.
@@ -415,11 +419,8 @@ def _knock_prefix(raw: Any, errs: _Collector) -> KnockPrefix:
 
 
 def _trust(raw: Any, errs: _Collector) -> Trust:
-    if not isinstance(raw, dict):
-        errs.add("trust", "must be a mapping like {enabled: true, lifetime: 3110400}")
+    if not _section("trust", raw, TRUST_KEYS, "{enabled: true, lifetime: 3110400}", errs):
         return Trust()
-    for key in sorted(set(raw) - TRUST_KEYS, key=str):
-        errs.add(f"trust.{key}", "unknown key (known keys: enabled, lifetime)")
     enabled = raw.get("enabled", Trust.enabled)
     if not isinstance(enabled, bool):
         errs.add("trust.enabled", f"must be true or false, not {enabled!r}")
@@ -428,6 +429,29 @@ def _trust(raw: Any, errs: _Collector) -> Trust:
         "trust.lifetime", raw.get("lifetime", Trust.lifetime), TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX, errs
     )
     return Trust(enabled=enabled, lifetime=lifetime)
+
+
+def edit_networks(config: Config, key: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> Config:
+    """A new Config with networks added to / removed from `whitelist` or `selective`.
+    Every entry is judged; errors name the entry as key[+i] (added) or key[-i] (removed)."""
+    wanted = [str(n) for n in getattr(config, key)]
+    errors: list[FieldError] = []
+    for sign, items in (("+", add), ("-", remove)):
+        for i, item in enumerate(items):
+            try:
+                net = str(parse_network(item))
+            except ValueError as exc:
+                errors.append(FieldError(f"{key}[{sign}{i}]", str(exc)))
+                continue
+            if sign == "+" and net not in wanted:
+                wanted.append(net)
+            elif sign == "-" and net not in wanted:
+                errors.append(FieldError(f"{key}[-{i}]", f"{net} is not in the {key}"))
+            elif sign == "-":
+                wanted.remove(net)
+    if errors:
+        raise ConfigError(errors)
+    return with_changes(config, **{key: wanted})
 
 
 def with_changes(config: Config, **changes: Any) -> Config:

@@ -18,7 +18,7 @@ from typing import Any
 
 from . import bridge, ipsets, netfilter, recent, status
 from .compiler import IPSET_MAX_TIMEOUT, compile_config, refused_list_name, set_name
-from .config import Config, ConfigError, FieldError, load, parse_network, parse_yaml, with_changes
+from .config import Config, ConfigError, FieldError, edit_networks, load, parse_network, parse_yaml
 from .ruleset import FamilyRuleset, Ruleset
 from .state import StateKeeper
 
@@ -175,30 +175,7 @@ class Engine:
             self._refuse_while_pending()
             if self.config is None:
                 raise EngineError("no configuration yet: apply one first")
-            current = [str(n) for n in getattr(self.config, key)]
-            wanted = list(current)
-            errors = []
-            for i, item in enumerate(add):
-                try:
-                    net = str(parse_network(item))
-                except ValueError as exc:
-                    errors.append(FieldError(f"{key}[+{i}]", str(exc)))
-                    continue
-                if net not in wanted:
-                    wanted.append(net)
-            for i, item in enumerate(remove):
-                try:
-                    net = str(parse_network(item))
-                except ValueError as exc:
-                    errors.append(FieldError(f"{key}[-{i}]", str(exc)))
-                    continue
-                if net not in wanted:
-                    errors.append(FieldError(f"{key}[-{i}]", f"{net} is not in the {key}"))
-                else:
-                    wanted.remove(net)
-            if errors:
-                raise ConfigError(errors)
-            config = with_changes(self.config, **{key: wanted})
+            config = edit_networks(self.config, key, add, remove)
             self._put_in_force(config)
             self._save(config.to_yaml())
             return {key: config.to_dict()[key]}  # the file's own format, as whitelist_list answers

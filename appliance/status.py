@@ -39,6 +39,18 @@ COUNTER_LABELS = {
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 
 
+def human_age(seconds: float | None) -> str:
+    """42s, 3m05s, 2h10m: ages and times left as the CLI and the console show them."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def counters(kernel: list[KernelFamily]) -> dict[str, dict[str, int]]:
     """Packet counts per meaning, per family and in total. Only new connections reach
     these rules (established traffic is accepted first), so packets ~ connection attempts."""

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.status import human_age
 
-def age(seconds: float | None) -> str:
-    """Like the CLI: 42s, 3m05s, 2h10m."""
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+age = human_age  # the CLI's format, so both show the same numbers the same way
 
 
 def rate(per_minute: float | None) -> str:

@@ -246,7 +246,7 @@ class Engine:
         if self.ruleset is None or self.config is None:
             return []
         return [
-            recent.report(fam.knock_list, self.config.window)
+            recent.report(fam.knock_list, self.config.window, with_knocks=with_knocks)
             for fam in self.ruleset.families
             if fam.knock_list is not None
         ]
@@ -362,8 +362,7 @@ class Engine:
     def _trusted_counts(self) -> dict[str, int]:
         counts = {}
         for family in (4, 6):
-            members = ipsets.members(set_name("trust", family)) if self.config else None
-            counts[f"ipv{family}"] = len(members or ())
+            counts[f"ipv{family}"] = (ipsets.size(set_name("trust", family)) or 0) if self.config else 0
         return {**counts, "total": sum(counts.values())}
 
     def rules_text(self) -> dict[str, Any]:

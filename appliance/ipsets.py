@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pyroute2 import IPSet as IPSetSocket
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nfnetlink.ipset import IPSET_FLAG_LIST_HEADER
 
 from . import ipset_bulk
 from .ruleset import IPSet
@@ -111,9 +112,24 @@ def entries(name: str) -> dict[str, int | None] | None:
         return found
 
 
-def exists(name: str) -> bool:
+def size(name: str) -> int | None:
+    """How many entries a set holds (None if it does not exist), from its header alone:
+    no dump of the members, which costs ~0.1 ms an entry through pyroute2."""
     with IPSetSocket() as ips:
-        return _exists(ips, name)
+        try:
+            for msg in ips.list(name, flags=IPSET_FLAG_LIST_HEADER):
+                data = msg.get_attr("IPSET_ATTR_DATA")
+                if data is not None and data.get_attr("IPSET_ATTR_ELEMENTS") is not None:
+                    return data.get_attr("IPSET_ATTR_ELEMENTS")
+        except NetlinkError as exc:
+            if exc.code == ENOENT:
+                return None
+            raise
+    return 0
+
+
+def exists(name: str) -> bool:
+    return size(name) is not None
 
 
 def members(name: str) -> set[str] | None:

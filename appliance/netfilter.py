@@ -227,7 +227,10 @@ def apply(ruleset: Ruleset, before_commit: FailureHook | None = None, previous: 
                     previous.family(fam.family) if previous else read_family(fam.family).as_ruleset()
                 )
             for fam in ruleset.families:
+                unchanged = set(previous.family(fam.family).sets) if previous else set()
                 for spec in fam.sets:
+                    if spec in unchanged:
+                        continue  # same name, shape and entries as in force: nothing to swap
                     if spec.keep:
                         ipsets.ensure(ips, spec)
                     else:

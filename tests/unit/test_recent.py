@@ -277,3 +277,17 @@ def test_kernel_hz_measures_the_tick_rate_near_300_seconds(monkeypatch):
         assert recent.kernel_hz() == 300
     finally:
         recent.kernel_hz.cache_clear()
+
+
+@pytest.mark.parametrize("hz", [250, 1000])
+def test_summary_agrees_with_the_full_report(hz: int) -> None:
+    now = jiffies_at(hz, 10_000)
+    lines = [
+        f"src=192.0.2.{i} ttl: 64 last_seen: {now - i * hz * 7} oldest_pkt: 1 {now - i * hz * 7}" for i in range(1, 120)
+    ]
+    text = "\n".join(["garbage line", *lines, ""])
+    full = recent.report("l", 400, text=text, now_jiffies=now, hz=hz)
+    fast = recent.report("l", 400, text=text, now_jiffies=now, hz=hz, with_knocks=False)
+    assert (fast.entries, fast.live, fast.oldest_age) == (full.entries, full.live, full.oldest_age)
+    assert fast.entries == 119 and fast.live == 57  # ages 7..399 s are inside a 400 s window
+    assert fast.knocks == ()

@@ -111,7 +111,8 @@ def good_bridge(**changes) -> BridgeState:
 
 
 def knock_list(entries: int, capacity: int = 100, oldest: float | None = 10.0, window: int = 4000) -> ListReport:
-    return ListReport("mxknock4-32", True, entries, capacity, window, oldest, ())
+    live = entries if oldest is not None and oldest < window else 0
+    return ListReport("mxknock4-32", True, entries, capacity, window, oldest, live, ())
 
 
 def test_health_ok():

@@ -23,6 +23,7 @@ HZ_CANDIDATES = (100, 250, 300, 1000)
 # Jiffies start 5 minutes before wrapping a 32-bit counter, to flush out wrap bugs.
 INITIAL_OFFSET_SECONDS = 300
 
+_LAST_SEEN = re.compile(r" last_seen: (\d+)")
 _LINE = re.compile(
     r"src=(?P<src>\S+) ttl: (?P<ttl>\d+) last_seen: (?P<last>\d+) oldest_pkt: (?P<idx>\d+) ?(?P<stamps>.*)"
 )
@@ -173,22 +174,13 @@ def report(
 
 def summary(text: str, now_jiffies: int, hz: int, window: int) -> tuple[int, int, float | None]:
     """(entries, entries inside the window, age of the oldest) without parsing addresses:
-    a split per line, so 100,000 entries take tens of milliseconds, not seconds."""
-    entries = live = 0
-    oldest_seen: int | None = None
+    one regex pass in C, so 100,000 entries take tens of milliseconds, not seconds."""
+    seen = [int(j) for j in _LAST_SEEN.findall(text)]
+    if not seen:
+        return 0, 0, None
     live_since = now_jiffies - window * hz
-    for line in text.splitlines():
-        parts = line.split(None, 5)  # src=… ttl: N last_seen: N rest
-        if len(parts) < 5 or parts[3] != "last_seen:":
-            continue
-        last_seen = int(parts[4])
-        entries += 1
-        if last_seen > live_since:
-            live += 1
-        if oldest_seen is None or last_seen < oldest_seen:
-            oldest_seen = last_seen
-    oldest = None if oldest_seen is None else max(0, now_jiffies - oldest_seen) / hz
-    return entries, live, oldest
+    live = sum(1 for j in seen if j > live_since)
+    return len(seen), live, max(0, now_jiffies - min(seen)) / hz
 
 
 def add(name: str, address: str) -> None:

@@ -58,3 +58,13 @@ class Backend:
 
     def whitelist_remove(self, entries: list[str]) -> list[str]:
         return self.client.call("whitelist_remove", entries=entries)["whitelist"]
+
+    def trusted(self) -> dict[str, Any]:
+        """Proven senders: {"trusted": [{address, family, time_left}], "enabled", "lifetime"}."""
+        return self.client.call("trusted_list")
+
+    def trusted_add(self, entries: list[str]) -> dict[str, Any]:
+        return self.client.call("trusted_add", entries=entries)
+
+    def trusted_remove(self, entries: list[str]) -> dict[str, Any]:
+        return self.client.call("trusted_remove", entries=entries)

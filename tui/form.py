@@ -6,6 +6,7 @@ Pure (no Textual): the screens hold the widgets, this holds the meaning.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -156,3 +157,30 @@ def parse_entries(text: str) -> tuple[list[str], list[str]]:
         except ValueError as exc:
             errors.append(str(exc))
     return entries, errors
+
+
+def families(config: Mapping[str, Any] | None) -> tuple[int, ...]:
+    """Address families the mail server has (from a config in the YAML shape)."""
+    if not config:
+        return ()
+    return tuple(sorted({ipaddress.ip_address(a).version for a in config.get("mx1") or ()}))
+
+
+def parse_trusted(text: str, allowed: Iterable[int] = (4, 6)) -> tuple[str | None, list[str]]:
+    """One proven sender typed in a field: (the address, error messages), judged as
+    Engine.change_trusted judges it (and in its words where it has words for it)."""
+    items = split(text)
+    if not items:
+        return None, []
+    if len(items) > 1:
+        return None, ["one address at a time"]
+    item = items[0]
+    try:
+        net = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return None, [f"not an IP address: {item!r}"]
+    if net.prefixlen != net.max_prefixlen:
+        return None, [f"{item}: proven senders are single addresses"]
+    if net.version not in tuple(allowed):
+        return None, [f"the mail server has no IPv{net.version} address"]
+    return str(net.network_address), []

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from ipaddress import ip_address
 from typing import Any
 
 from appliance import status as engine_status
 from appliance.compiler import compile_config
-from appliance.config import Config, ConfigError, FieldError, parse_network, parse_yaml, with_changes
+from appliance.config import Config, ConfigError, FieldError, edit_networks, parse_network, parse_yaml
 from appliance.control import ControlError
 
 SOCKET = "/run/mxknock/control.sock"
@@ -41,6 +42,27 @@ KNOCKS = {
 }
 
 
+LIFETIME = 36 * 86400
+
+
+def proven_senders() -> dict[str, float]:
+    """25 IPv4 and 3 IPv6 proven senders (the dashboard's 28), address -> seconds left,
+    in the order Engine.trusted lists them (by family, then as the kernel set sorts)."""
+    v4 = {f"198.51.100.{10 + i}": LIFETIME - 3600 - i * 97_000.5 for i in range(25)}
+    v6 = {f"2001:db8:beef::{i + 1:x}": 7200.0 * (i + 1) for i in range(3)}
+    return dict(sorted({**v4, **v6}.items(), key=lambda item: kernel_order(item[0])))
+
+
+def family_of(address: str) -> int:
+    return ip_address(address).version
+
+
+def kernel_order(address: str) -> tuple[int, str]:
+    """Engine.trusted's order: IPv4 first, then by the set's "address/prefix" text."""
+    family = family_of(address)
+    return family, f"{address}/{32 if family == 4 else 128}"
+
+
 class EngineRefusal(RuntimeError):
     """What the real engine raises as EngineError (no field names)."""
 
@@ -66,7 +88,8 @@ class FakeDaemon:
             whitelisted={"ipv4": 57, "ipv6": 0},
             refused={"ipv4": 8800, "ipv6": 150},
         )
-        self.trusted = {"ipv4": 25, "ipv6": 3}
+        self.trusted = proven_senders()  # address -> seconds left
+        self.trust_enabled = True
         self.knocks = copy.deepcopy(KNOCKS)
         self.capacity = 100
         self.carrier = {"eth0": True, "eth1": True}
@@ -123,7 +146,7 @@ class FakeDaemon:
                 name: {**per_family, "total": sum(per_family.values())} for name, per_family in self.counters.items()
             },
             "knock_lists": lists,
-            "trusted": {**self.trusted, "total": sum(self.trusted.values())} if config else {"total": 0},
+            "trusted": self.trusted_counts() if config else {"total": 0},
             "pending": None
             if self.pending is None
             else {"seconds_left": max(0.0, round(self.pending["deadline"] - self.clock(), 1))},
@@ -225,7 +248,61 @@ class FakeDaemon:
     def cmd_whitelist_list(self) -> dict[str, Any]:
         return {"whitelist": self.config.to_dict()["whitelist"] if self.config else []}
 
+    def cmd_trusted_list(self) -> dict[str, Any]:
+        if self.config is None:
+            return {"trusted": [], "enabled": False}
+        families = self.config.families()
+        entries = [
+            {"address": address, "family": f"ipv{family_of(address)}", "time_left": round(left)}
+            for address, left in self.trusted.items()
+            if family_of(address) in families
+        ]
+        return {"trusted": entries, "enabled": self.trust_enabled, "lifetime": LIFETIME}
+
+    def cmd_trusted_add(self, entries: list[str]) -> dict[str, Any]:
+        return self.change_trusted(add=entries)
+
+    def cmd_trusted_remove(self, entries: list[str]) -> dict[str, Any]:
+        return self.change_trusted(remove=entries)
+
     # ---- what the engine does --------------------------------------------------------
+
+    def trusted_counts(self) -> dict[str, int]:
+        v4 = sum(1 for address in self.trusted if family_of(address) == 4)
+        return {"ipv4": v4, "ipv6": len(self.trusted) - v4, "total": len(self.trusted)}
+
+    def change_trusted(self, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
+        """As Engine.change_trusted: all or nothing, errors named trusted[i], added ones
+        get the full lifetime."""
+        if self.config is None:
+            raise EngineRefusal("no configuration yet: apply one first")
+        families = self.config.families()
+        parsed, errors = [], []
+        for verb, items in (("add", add), ("remove", remove)):
+            for i, item in enumerate(items):
+                try:
+                    net = parse_network(item)
+                except ValueError as exc:
+                    errors.append(FieldError(f"trusted[{i}]", str(exc)))
+                    continue
+                address = str(net.network_address)
+                if net.prefixlen != net.max_prefixlen:
+                    errors.append(FieldError(f"trusted[{i}]", f"{net}: proven senders are single addresses"))
+                elif net.version not in families:
+                    errors.append(FieldError(f"trusted[{i}]", f"the mail server has no IPv{net.version} address"))
+                elif verb == "remove" and address not in self.trusted:
+                    errors.append(FieldError(f"trusted[{i}]", f"{address} is not a proven sender"))
+                else:
+                    parsed.append((verb, address))
+        if errors:
+            raise ConfigError(errors)
+        for verb, address in parsed:
+            if verb == "add":
+                self.trusted[address] = float(LIFETIME)
+            else:
+                del self.trusted[address]
+        self.trusted = dict(sorted(self.trusted.items(), key=lambda item: kernel_order(item[0])))
+        return self.cmd_trusted_list()
 
     def judge(self, text: str) -> Config:
         config = parse_yaml(text)  # the real schema: refused input stops here
@@ -237,29 +314,7 @@ class FakeDaemon:
         """As Engine.change_list: every entry judged, errors named whitelist[+i] / [-i]."""
         if self.config is None:
             raise EngineRefusal("no configuration yet: apply one first")
-        wanted = [str(n) for n in self.config.whitelist]
-        errors = []
-        for i, item in enumerate(add):
-            try:
-                net = str(parse_network(item))
-            except ValueError as exc:
-                errors.append(FieldError(f"whitelist[+{i}]", str(exc)))
-                continue
-            if net not in wanted:
-                wanted.append(net)
-        for i, item in enumerate(remove):
-            try:
-                net = str(parse_network(item))
-            except ValueError as exc:
-                errors.append(FieldError(f"whitelist[-{i}]", str(exc)))
-                continue
-            if net not in wanted:
-                errors.append(FieldError(f"whitelist[-{i}]", f"{net} is not in the whitelist"))
-            else:
-                wanted.remove(net)
-        if errors:
-            raise ConfigError(errors)
-        self.config = with_changes(self.config, whitelist=wanted)
+        self.config = edit_networks(self.config, "whitelist", add, remove)
         self.saved_text = self.config.to_yaml()
         return {"whitelist": self.config.to_dict()["whitelist"]}
 

@@ -16,11 +16,12 @@ from tui.screens.knocks import KnocksScreen
 from tui.screens.pending import KEPT, ROLLED_BACK, TIMED_OUT, PendingScreen
 from tui.screens.review import ReviewScreen
 from tui.screens.setup import SetupScreen
+from tui.screens.trusted import TrustedScreen
 from tui.screens.whitelist import WhitelistScreen
 from tui.widgets.field import FormField
 
 from .conftest import SIZE
-from .fake_daemon import TIMEOUT_PROBLEM, UNREACHABLE
+from .fake_daemon import CONFIG_YAML, LIFETIME, TIMEOUT_PROBLEM, UNREACHABLE, FakeDaemon
 from .helpers import poll, settle, text_of
 
 pytestmark = pytest.mark.asyncio
@@ -463,6 +464,147 @@ async def test_whitelist_bad_input_and_engine_refusals_show_at_the_field(make_ap
         await pilot.press("tab", "down", "d", "y")
         await settle(pilot)
         assert field(app, "whitelist").errors == ["203.0.113.0/24 is not in the whitelist"]
+
+
+# ---- proven senders -------------------------------------------------------------------
+
+
+def trusted_rows(app) -> list[list[str]]:
+    table = app.screen.query_one("#trusted", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def open_trusted(pilot) -> None:
+    await settle(pilot)
+    await pilot.press("t")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, TrustedScreen)
+
+
+async def test_proven_senders_list_add_and_remove(make_app, daemon):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "t" in footer_keys(app)
+        await open_trusted(pilot)
+        rows = trusted_rows(app)
+        assert len(rows) == 28
+        assert rows[0] == ["198.51.100.10", "IPv4", "863h00m"]
+        assert rows[-1] == ["2001:db8:beef::3", "IPv6", "6h00m"]
+        assert shown(app, "#trusted-count").startswith("28 proven senders (IPv4 25, IPv6 3)")
+        assert "for 36 days, renewed with each connection" in shown(app, "#trusted-intro")
+        assert {"escape", "f5"} <= footer_keys(app)
+
+        await pilot.press(*list("192.0.2.99"), "enter")
+        await settle(pilot)
+        assert ("trusted_add", {"entries": ["192.0.2.99"]}) in daemon.calls
+        assert trusted_rows(app)[0] == ["192.0.2.99", "IPv4", "864h00m"]  # the full lifetime
+        assert daemon.trusted["192.0.2.99"] == LIFETIME
+        assert app.screen.query_one("#add", Input).value == ""
+        assert shown(app, "#trusted-count").startswith("29 proven senders (IPv4 26, IPv6 3)")
+        assert app.snapshot.status["trusted"]["total"] == 29  # the dashboard's count follows
+
+        await pilot.press("tab", "down", "d")
+        assert "Remove 198.51.100.10 from the proven senders?" in shown(app, "#dialog-box Static")
+        await pilot.press("n")
+        await settle(pilot)
+        assert "trusted_remove" not in daemon.commands()
+        await pilot.press("d", "y")
+        await settle(pilot)
+        assert ("trusted_remove", {"entries": ["198.51.100.10"]}) in daemon.calls
+        assert "198.51.100.10" not in daemon.trusted
+        assert [row[0] for row in trusted_rows(app)[:2]] == ["192.0.2.99", "198.51.100.11"]
+        table = app.screen.query_one("#trusted", DataTable)
+        assert table.get_row_at(table.cursor_row)[0] == "198.51.100.11"  # the cursor stays in place
+        await pilot.press("escape")
+        assert isinstance(app.screen, DashboardScreen)
+
+
+TRUSTED_BAD_INPUT = [
+    ("192.0.2.0/24", "192.0.2.0/24: proven senders are single addresses"),
+    ("192.0.2.300", "not an IP address: '192.0.2.300'"),
+    ("192.0.2.7 192.0.2.8", "one address at a time"),
+    ("2001:db8::25", "the mail server has no IPv6 address"),
+]
+
+
+async def test_proven_senders_bad_input_is_explained_as_you_type(make_app, daemon):
+    daemon.config = FakeDaemon(CONFIG_YAML.replace(", 2001:db8::10", "").replace(", 2001:db8::20", "")).config
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_trusted(pilot)
+        add = app.screen.query_one("#add", Input)
+        await pilot.press("enter")
+        assert field(app, "trusted").errors == ["type an address first"]
+        for text, expected in TRUSTED_BAD_INPUT:
+            add.value = ""
+            await pilot.press(*list(text))
+            assert field(app, "trusted").errors == [expected], text
+            assert field(app, "trusted").has_class("-invalid")
+            assert expected in shown(app, "#field-trusted .field-note")
+            await pilot.press("enter")
+            await settle(pilot)
+        assert "trusted_add" not in daemon.commands()
+        add.value = ""
+        await pilot.press(*list("192.0.2.25/32"))
+        assert field(app, "trusted").errors == []
+        assert "one IPv4 or IPv6 address" in shown(app, "#field-trusted .field-note")  # the hint is back
+        await pilot.press("enter")
+        await settle(pilot)
+        assert ("trusted_add", {"entries": ["192.0.2.25"]}) in daemon.calls
+
+
+async def test_proven_senders_engine_errors_are_shown_at_the_field(make_app, daemon):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_trusted(pilot)
+        # Someone else removed it meanwhile: the daemon's own words come back.
+        daemon.change_trusted(remove=["198.51.100.10"])
+        await pilot.press("tab", "d", "y")
+        await settle(pilot)
+        assert field(app, "trusted").errors == ["198.51.100.10 is not a proven sender"]
+        assert "198.51.100.10 is not a proven sender" in shown(app, "#field-trusted .field-note")
+        # F5 reads the list again; a change that works clears the daemon's old complaint.
+        await pilot.press("f5")
+        await settle(pilot)
+        assert trusted_rows(app)[0][0] == "198.51.100.11"
+        await pilot.press("d", "y")
+        await settle(pilot)
+        assert field(app, "trusted").errors == []
+        # A refusal without a field (the daemon went away) lands there too.
+        daemon.unreachable = True
+        app.screen.query_one("#add", Input).focus()
+        await pilot.press(*list("192.0.2.99"), "enter")
+        await settle(pilot)
+        assert field(app, "trusted").errors == [UNREACHABLE]
+        daemon.unreachable = False
+        await pilot.press("enter")
+        await settle(pilot)
+        assert field(app, "trusted").errors == [] and "192.0.2.99" in daemon.trusted
+
+
+async def test_proven_senders_off_or_unread_say_so(make_app, daemon):
+    daemon.trust_enabled = False
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await open_trusted(pilot)
+        assert "Proven senders are off in the configuration" in shown(app, "#trusted-intro")
+        await pilot.press("escape")
+        daemon.unreachable = True
+        await pilot.press("t")
+        await settle(pilot)
+        assert shown(app, "#trusted-count").startswith("Cannot read the proven senders: mxknockd is not running")
+        assert "d" not in footer_keys(app)
+
+
+async def test_proven_senders_stay_open_while_a_change_is_pending(make_app, daemon, clock):
+    """They are not part of the config, so the daemon changes them while one waits."""
+    daemon.pending = {"previous": daemon.config, "text": daemon.config.to_yaml(), "deadline": clock() + 42}
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert {"c", "b", "t"} <= footer_keys(app)
+        await open_trusted(pilot)
 
 
 # ---- knocks, rules, help ----------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_countdown_timed_out(snap_compare, make_app, daemon, clock):
     assert snap(snap_compare, make_app(), "e", fill("window", "3600"), "f2", "a", time_out)
 
 
-# ---- knocks, whitelist, rules, help ---------------------------------------------------
+# ---- knocks, whitelist, proven senders, help -----------------------------------------
 
 
 def test_knocks(snap_compare, make_app):
@@ -119,6 +119,10 @@ def test_whitelist_with_a_bad_entry(snap_compare, make_app):
 
 def test_whitelist_remove_question(snap_compare, make_app):
     assert snap(snap_compare, make_app(), "w", "tab", "d")
+
+
+def test_proven_senders_with_a_bad_entry(snap_compare, make_app):
+    assert snap(snap_compare, make_app(), "t", fill("add", "192.0.2.0/24"))
 
 
 def test_help(snap_compare, make_app):

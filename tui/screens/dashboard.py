@@ -18,6 +18,7 @@ from .edit import EditScreen
 from .knocks import KnocksScreen
 from .rules import RulesScreen
 from .setup import SetupScreen
+from .trusted import TrustedScreen
 from .whitelist import WhitelistScreen
 
 
@@ -26,6 +27,7 @@ class DashboardScreen(Screen[None]):
         Binding("e", "edit", "Edit"),
         Binding("s", "setup", "Setup"),
         Binding("w", "whitelist", "Whitelist"),
+        Binding("t", "trusted", "Proven senders"),
         Binding("k", "knocks", "Knocks"),
         Binding("r", "rules", "Rules"),
         Binding("c", "confirm", "Keep"),
@@ -66,7 +68,8 @@ class DashboardScreen(Screen[None]):
             # While a change waits for confirmation the daemon takes no other (and the
             # footer needs the room for c and b).
             return snapshot.configured and snapshot.pending is None
-        if action in ("knocks", "rules"):
+        if action in ("knocks", "rules", "trusted"):
+            # Proven senders are not part of the config: they can change while one is pending.
             return snapshot.configured
         if action == "setup":
             return snapshot.reachable and not snapshot.configured
@@ -83,6 +86,9 @@ class DashboardScreen(Screen[None]):
 
     def action_whitelist(self) -> None:
         self.app.push_screen(WhitelistScreen())
+
+    def action_trusted(self) -> None:
+        self.app.push_screen(TrustedScreen())
 
     def action_knocks(self) -> None:
         self.app.push_screen(KnocksScreen())

@@ -13,16 +13,17 @@ from textual.widgets import Footer, Static
 HELP = """\
 Every action has a key; the bottom line shows the keys of this screen.
 
-Dashboard   e edit   w whitelist   k knocks   r rules   q quit
-            s setup (only while there is no configuration)
+Dashboard   e edit   w whitelist   t proven senders   k knocks   r rules
+            s setup (only while there is no configuration)   q quit
             c keep a pending change   b roll it back now
-Setup/Edit  Tab, Shift+Tab: next, previous field   Enter: open the mode list
+Setup/Edit  Tab, Shift+Tab: next, previous field   Enter: the mode list
             o, i on the interface list: outside, inside port
             F2 review and apply   Esc cancel
 Review      arrows, PgUp, PgDn scroll   a apply   Esc back to the form
 Countdown   c keep the change   b roll back now   Esc close
 Knocks      s sort by the next column   v reverse the order   Esc back
 Whitelist   type, then Enter: add   Tab to the list, d: remove   Esc back
+Proven      the same, one address at a time   F5 read the list again
 Anywhere    F1 or ? this help   Ctrl+Q quit
 
 Unlisting: mx1 (MX 10) refuses every sender with a reset and records it
@@ -36,6 +37,11 @@ Counters (connection attempts since the rules were last applied):
   refused at mx2             senders that never knocked: mostly spam
   without a knock            nolisting, or senders outside selective nets
   as proven senders          senders that once completed a handshake
+
+Proven senders: a sender let through after a knock whose handshake with
+mx2 completes passes without a knock from then on, for the lifetime in
+the config (trust), renewed with each connection. Add a known server by
+hand to let it in at once; remove one to make it knock again.
 
 A knock list holds a fixed number of senders (xt_recent ip_list_tot).
 When it is full and its oldest knock is younger than the window, new

@@ -287,13 +287,20 @@ class Engine:
     def trusted(self) -> dict[str, Any]:
         with self._lock:
             if self.config is None or self.state is None:
-                return {"trusted": [], "enabled": False}
+                return {"trusted": [], "enabled": False, "active": False, "lifetime": 0}
             entries = [
                 {"address": address, "family": f"ipv{family}", "time_left": round(left)}
                 for family in self.config.families()
                 for address, left in self.state.trusted(self.config, family)
             ]
-            return {"trusted": entries, "enabled": self.config.trust.enabled, "lifetime": self.config.trust.lifetime}
+            trust = self.config.trust
+            return {
+                "trusted": entries,
+                "enabled": trust.enabled,
+                # Nolisting opens mx2 to all, so no trust rules are compiled there.
+                "active": trust.enabled and self.config.mode != "nolisting",
+                "lifetime": trust.lifetime,
+            }
 
     def change_trusted(self, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
         """Make addresses proven senders by hand (full lifetime), or forget them."""

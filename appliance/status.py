@@ -40,7 +40,7 @@ OK, WARNING, CRITICAL = "ok", "warning", "critical"
 
 
 def human_age(seconds: float | None) -> str:
-    """42s, 3m05s, 2h10m: ages and times left as the CLI and the console show them."""
+    """42s, 3m05s, 2h10m, 35d23h: ages and times left as the CLI and the console show them."""
     if seconds is None:
         return "-"
     seconds = int(seconds)
@@ -48,7 +48,9 @@ def human_age(seconds: float | None) -> str:
         return f"{seconds}s"
     if seconds < 7200:
         return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds < 48 * 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"  # proven senders live for weeks
 
 
 def counters(kernel: list[KernelFamily]) -> dict[str, dict[str, int]]:

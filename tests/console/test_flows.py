@@ -489,7 +489,7 @@ async def test_proven_senders_list_add_and_remove(make_app, daemon):
         await open_trusted(pilot)
         rows = trusted_rows(app)
         assert len(rows) == 28
-        assert rows[0] == ["198.51.100.10", "IPv4", "863h00m"]
+        assert rows[0] == ["198.51.100.10", "IPv4", "35d23h"]
         assert rows[-1] == ["2001:db8:beef::3", "IPv6", "6h00m"]
         assert shown(app, "#trusted-count").startswith("28 proven senders (IPv4 25, IPv6 3)")
         assert "for 36 days, renewed with each connection" in shown(app, "#trusted-intro")
@@ -498,7 +498,7 @@ async def test_proven_senders_list_add_and_remove(make_app, daemon):
         await pilot.press(*list("192.0.2.99"), "enter")
         await settle(pilot)
         assert ("trusted_add", {"entries": ["192.0.2.99"]}) in daemon.calls
-        assert trusted_rows(app)[0] == ["192.0.2.99", "IPv4", "864h00m"]  # the full lifetime
+        assert trusted_rows(app)[0] == ["192.0.2.99", "IPv4", "36d00h"]  # the full lifetime
         assert daemon.trusted["192.0.2.99"] == LIFETIME
         assert app.screen.query_one("#add", Input).value == ""
         assert shown(app, "#trusted-count").startswith("29 proven senders (IPv4 26, IPv6 3)")

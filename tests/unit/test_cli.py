@@ -271,7 +271,9 @@ def test_knocks_sorted(capsys, serve):
     assert rows("address") == ["192.0.2.77", "198.51.100.9"]
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (59.9, "59s"), (125, "2m05s"), (7260, "2h01m")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(None, "-"), (59.9, "59s"), (125, "2m05s"), (7260, "2h01m"), (36 * 86400 - 60, "35d23h")]
+)
 def test_age_format(seconds, text):
     assert cli._age(seconds) == text
 

@@ -55,7 +55,8 @@ def prepare(bridge: Bridge) -> None:
                     f"bridge.{role}: no network interface named {port!r}; see `ip link` for the names this machine has"
                 )
         nf_flags = {"br_nf_call_iptables": 1, "br_nf_call_ip6tables": 1}
-        settings = {"br_stp_state": 0, "br_forward_delay": 0, **nf_flags}
+        # No multicast snooping: the bridge would send its own MLD/IGMP reports and be seen.
+        settings = {"br_stp_state": 0, "br_forward_delay": 0, "br_mcast_snooping": 0, **nf_flags}
         index = _index(ipr, bridge.name)
         if index is None:
             ipr.link("add", ifname=bridge.name, kind="bridge", **settings)
@@ -72,10 +73,15 @@ def prepare(bridge: Bridge) -> None:
             _write_sysctl(sysctl, "1")
         ipv6 = Path(f"/proc/sys/net/ipv6/conf/{bridge.name}")
         if ipv6.exists():
-            # IPv6 must be on for IPv6 resets to be routed; never learn routes from outside.
+            # IPv6 must be on for IPv6 resets to be routed, but without an address of its own
+            # (no link-local: no DAD or MLD from the box), and never learning routes from outside.
             _write_sysctl(ipv6 / "accept_ra", "0")
+            _write_sysctl(ipv6 / "addr_gen_mode", "1")
             _write_sysctl(ipv6 / "disable_ipv6", "0")
         for port in (bridge.outside, bridge.inside):
+            port_ipv6 = Path(f"/proc/sys/net/ipv6/conf/{port}/disable_ipv6")
+            if port_ipv6.exists():
+                _write_sysctl(port_ipv6, "1")  # a port is layer 2 only: no ND or MLD of its own
             ipr.link("set", index=_index(ipr, port), master=index)
         ipr.link("set", index=index, state="up")
         # A reset (REJECT tcp-reset) on bridged traffic is only sent if some route

@@ -190,7 +190,7 @@ class Engine:
                 raise EngineError(f"cannot set up the bridge: {exc}") from exc
             try:
                 netfilter.apply(ruleset, self.before_commit, previous=self.ruleset)
-                problems = netfilter.verify(ruleset)
+                problems = netfilter.verify(ruleset)  # raises only if the kernel cannot be read at all
                 if problems and self.ruleset is not None:
                     # The kernel is not what we last put there (someone changed it):
                     # rewrite everything rather than trust our memory of it.
@@ -199,6 +199,8 @@ class Engine:
                     problems = netfilter.verify(ruleset)
             except netfilter.ApplyError as exc:
                 raise EngineError(str(exc)) from exc
+            except Exception as exc:  # python-iptables/pyroute2 errors: the kernel lacks something
+                raise EngineError(f"cannot apply or read back the rules: {exc}") from exc
             state = bridge.read_state(config.bridge)
             if not state.filtering:
                 problems.append("br_netfilter is not active on the bridge")
@@ -254,17 +256,25 @@ class Engine:
     def status(self) -> dict[str, Any]:
         with self._lock:
             config, ruleset = self.config, self.ruleset
-            kernel = [netfilter.read_family(f) for f in (4, 6)]
-            rule_problems = netfilter.verify(ruleset, deep=False) if ruleset else []
+            try:
+                kernel = [netfilter.read_family(f) for f in (4, 6)]
+                rule_problems = netfilter.verify(ruleset, deep=False) if ruleset else []
+            except Exception as exc:  # e.g. iptables modules missing: report it, don't die
+                kernel, rule_problems = [], [f"cannot read the kernel's iptables rules: {exc}"]
             bridge_state = bridge.read_state(config.bridge) if config else None
             lists = self.knock_reports()
+            warnings = (
+                self.notice,
+                self.state.last_problem if self.state else None,
+                status.list_size_warning(config.knock_list_size if config else None, lists),
+            )
             verdict = status.health(
                 config is not None,
                 rule_problems,
                 bridge_state,
                 lists,
                 extra_problems=(self.last_error,) if self.last_error else (),
-                extra_warnings=tuple(w for w in (self.notice, self.state.last_problem if self.state else None) if w),
+                extra_warnings=tuple(w for w in warnings if w),
             )
             return {
                 "health": verdict.level,

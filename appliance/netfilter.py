@@ -26,6 +26,12 @@ log = logging.getLogger(__name__)
 # python-iptables (libiptc) is not thread-safe; the daemon's API threads share this.
 _lock = threading.RLock()
 
+# To tell a chain name from a target, python-iptables opens every table (nat, mangle,
+# raw, security), and opening a legacy table creates it in the kernel: NAT hooks would
+# then run on every bridged connection. We use only filter: say the others are absent.
+for _table_class in (iptc.Table, iptc.Table6):
+    _table_class.existing_table_names.update({t: False for t in _table_class.ALL if t != "filter"})
+
 FailureHook = Callable[[str], None]
 
 
@@ -263,13 +269,13 @@ def verify(ruleset: Ruleset, deep: bool = True) -> list[str]:
             if list(kernel.rules) != expected:
                 problems.append(f"IPv{fam.family}: the rules in the kernel differ from the ruleset")
             for spec in fam.sets:
-                if not deep:
+                if not deep or spec.keep:  # a kept set's members are the kernel's to choose
                     if not ipsets.exists(spec.name):
                         problems.append(f"ipset {spec.name} is missing")
                     continue
                 present = ipsets.members(spec.name)
                 if present is None:
                     problems.append(f"ipset {spec.name} is missing")
-                elif not spec.keep and present != set(spec.entries):
+                elif present != set(spec.entries):
                     problems.append(f"ipset {spec.name} holds {len(present)} entries, expected {len(spec.entries)}")
     return problems

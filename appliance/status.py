@@ -73,6 +73,17 @@ class Health:
     warnings: tuple[str, ...]
 
 
+def list_size_warning(configured: int | None, lists: list[ListReport]) -> str | None:
+    """The kernel sizes knock lists when xt_recent loads: a new size waits for a reboot."""
+    actual = {r.capacity for r in lists}
+    if configured is None or not actual or actual == {configured}:
+        return None
+    return (
+        f"knock lists hold {', '.join(str(a) for a in sorted(actual))} entries; knock_list_size {configured} "
+        "takes effect at the next boot (xt_recent sizes its lists when it loads)"
+    )
+
+
 def health(
     has_config: bool,
     rule_problems: list[str],
@@ -101,7 +112,7 @@ def health(
             warnings.append(
                 f"knock list {report.name} is full ({report.entries}/{report.capacity}) and evicting knocks "
                 f"younger than the window (oldest {report.oldest_age:.0f} s < {report.window} s): raise "
-                "xt_recent ip_list_tot, shorten the window, or fall back to nolisting"
+                "knock_list_size (at the next boot), shorten the window, or fall back to nolisting"
             )
     problems.extend(p for p in extra_problems if p not in problems)
     level = CRITICAL if problems else WARNING if warnings else OK

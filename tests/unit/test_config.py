@@ -601,3 +601,11 @@ def test_unusable_mx_addresses_are_refused(mx1: str, mx2: str):
 def test_networks_of_a_family_the_mail_server_lacks_are_refused():
     errors = refuse(make(mx1="192.0.2.10", mx2="192.0.2.20", whitelist=["203.0.113.5", "2001:db8:1::/64"]))
     assert "no IPv6 address" in errors["whitelist[1]"]
+
+
+def test_knock_list_size_is_optional_and_bounded():
+    assert config.from_dict(make()).knock_list_size is None
+    assert config.from_dict(make(knock_list_size=50000)).knock_list_size == 50000
+    assert config.from_dict(make(knock_list_size=50000)).to_dict()["knock_list_size"] == 50000
+    for bad in (99, 1_000_001, "10000", True):
+        assert "knock_list_size" in refuse(make(knock_list_size=bad))

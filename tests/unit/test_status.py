@@ -185,3 +185,11 @@ def test_health_extra_problems_and_warnings():
     verdict = status.health(True, ["same"], good_bridge(), [], extra_problems=("same", "other"))
     assert verdict.level == status.CRITICAL
     assert verdict.problems == ("same", "other")  # no duplicates
+
+
+def test_list_size_warning_only_when_configured_and_different():
+    lists = [knock_list(10, capacity=100)]
+    assert status.list_size_warning(None, lists) is None
+    assert status.list_size_warning(100, lists) is None
+    warning = status.list_size_warning(10000, lists)
+    assert warning is not None and "next boot" in warning and "10000" in warning

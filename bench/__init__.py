@@ -1,0 +1,1 @@
+"""mxknock benchmarks (issue 5); `python -m bench.run --help`."""

@@ -15,6 +15,8 @@ help:
 	@echo "make demo        lab of namespaces with mxknockd on the embedded default; leaves it up"
 	@echo "make demo-down   tear the demo lab down"
 	@echo "make lint        ruff"
+	@echo "make bench       benchmarks against same-run baselines; writes bench/results.md (root)"
+	@echo "make image       the bootable appliance image (mkosi); make vm, make image-test: see make image-help"
 
 # Debian packages the product and its tests need; see also tests/lab/REQUIREMENTS.txt.
 deps:
@@ -48,3 +50,6 @@ demo-down: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+include bench/bench.mk
+include image/image.mk

@@ -441,6 +441,16 @@ def _trust(raw: Any, errs: _Collector) -> Trust:
     return Trust(enabled=enabled, lifetime=lifetime)
 
 
+def proven_sender(item: Any, families: Iterable[int]) -> IPAddress:
+    """An address typed as a proven sender: a single address of a family the mail server has."""
+    net = parse_network(item)
+    if net.prefixlen != net.max_prefixlen:
+        raise ValueError(f"{net}: proven senders are single addresses")
+    if net.version not in tuple(families):
+        raise ValueError(f"the mail server has no IPv{net.version} address")
+    return net.network_address
+
+
 def edit_networks(config: Config, key: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> Config:
     """A new Config with networks added to / removed from `whitelist` or `selective`.
     Every entry is judged; errors name the entry as key[+i] (added) or key[-i] (removed)."""

@@ -7,6 +7,7 @@ CLI and the console all come through here.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 from . import bridge, ipsets, netfilter, recent, status
 from .compiler import IPSET_MAX_TIMEOUT, compile_config, refused_list_name, set_name
-from .config import Config, ConfigError, FieldError, edit_networks, load, parse_network, parse_yaml
+from .config import Config, ConfigError, FieldError, edit_networks, load, parse_yaml, proven_sender
 from .ruleset import FamilyRuleset, Ruleset
 from .state import StateKeeper
 
@@ -323,17 +324,13 @@ class Engine:
             for verb, items in (("add", add), ("remove", remove)):
                 for i, item in enumerate(items):
                     try:
-                        net = parse_network(item)
+                        address = proven_sender(item, families)
                     except ValueError as exc:
                         errors.append(FieldError(f"trusted[{i}]", str(exc)))
                         continue
-                    name = set_name("trust", net.version)
-                    if net.prefixlen != net.max_prefixlen:
-                        errors.append(FieldError(f"trusted[{i}]", f"{net}: proven senders are single addresses"))
-                    elif net.version not in families:
-                        errors.append(FieldError(f"trusted[{i}]", f"the mail server has no IPv{net.version} address"))
-                    elif verb == "remove" and str(net) not in (ipsets.members(name) or set()):
-                        errors.append(FieldError(f"trusted[{i}]", f"{net.network_address} is not a proven sender"))
+                    net = ipaddress.ip_network(address)
+                    if verb == "remove" and str(net) not in (ipsets.members(set_name("trust", net.version)) or set()):
+                        errors.append(FieldError(f"trusted[{i}]", f"{address} is not a proven sender"))
                     else:
                         parsed.append((verb, net))
             if errors:

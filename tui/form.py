@@ -174,13 +174,7 @@ def parse_trusted(text: str, allowed: Iterable[int] = (4, 6)) -> tuple[str | Non
         return None, []
     if len(items) > 1:
         return None, ["one address at a time"]
-    item = items[0]
     try:
-        net = ipaddress.ip_network(item, strict=False)
-    except ValueError:
-        return None, [f"not an IP address: {item!r}"]
-    if net.prefixlen != net.max_prefixlen:
-        return None, [f"{item}: proven senders are single addresses"]
-    if net.version not in tuple(allowed):
-        return None, [f"the mail server has no IPv{net.version} address"]
-    return str(net.network_address), []
+        return str(cfg.proven_sender(items[0], allowed)), []
+    except ValueError as exc:
+        return None, [str(exc)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from appliance import status as engine_status
 from appliance.compiler import compile_config
-from appliance.config import Config, ConfigError, FieldError, edit_networks, parse_network, parse_yaml
+from appliance.config import Config, ConfigError, FieldError, edit_networks, parse_yaml, proven_sender
 from appliance.control import ControlError
 
 SOCKET = "/run/mxknock/control.sock"
@@ -281,16 +281,11 @@ class FakeDaemon:
         for verb, items in (("add", add), ("remove", remove)):
             for i, item in enumerate(items):
                 try:
-                    net = parse_network(item)
+                    address = str(proven_sender(item, families))
                 except ValueError as exc:
                     errors.append(FieldError(f"trusted[{i}]", str(exc)))
                     continue
-                address = str(net.network_address)
-                if net.prefixlen != net.max_prefixlen:
-                    errors.append(FieldError(f"trusted[{i}]", f"{net}: proven senders are single addresses"))
-                elif net.version not in families:
-                    errors.append(FieldError(f"trusted[{i}]", f"the mail server has no IPv{net.version} address"))
-                elif verb == "remove" and address not in self.trusted:
+                if verb == "remove" and address not in self.trusted:
                     errors.append(FieldError(f"trusted[{i}]", f"{address} is not a proven sender"))
                 else:
                     parsed.append((verb, address))

@@ -522,7 +522,7 @@ async def test_proven_senders_list_add_and_remove(make_app, daemon):
 
 TRUSTED_BAD_INPUT = [
     ("192.0.2.0/24", "192.0.2.0/24: proven senders are single addresses"),
-    ("192.0.2.300", "not an IP address: '192.0.2.300'"),
+    ("192.0.2.300", "not an address or network: '192.0.2.300'"),
     ("192.0.2.7 192.0.2.8", "one address at a time"),
     ("2001:db8::25", "the mail server has no IPv6 address"),
 ]

@@ -107,7 +107,7 @@ def test_a_proven_sender_is_one_address_of_a_family_the_mail_server_has():
     assert form.parse_trusted("2001:0DB8::0025") == ("2001:db8::25", [])
     assert form.parse_trusted("192.0.2.0/24") == (None, ["192.0.2.0/24: proven senders are single addresses"])
     assert form.parse_trusted("192.0.2.1, 192.0.2.2") == (None, ["one address at a time"])
-    assert form.parse_trusted("mx.example") == (None, ["not an IP address: 'mx.example'"])
+    assert form.parse_trusted("mx.example") == (None, ["not an address or network: 'mx.example'"])
     assert form.parse_trusted("2001:db8::25", (4,)) == (None, ["the mail server has no IPv6 address"])
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.lab import Lab
 from tests.lab import addresses as A
-from tests.lab.appliance import Appliance, config_text
+from tests.lab.appliance import Appliance, config_text, recent_sources
 
 MX1 = {4: A.MX1_V4, 6: A.MX1_V6}
 MX2 = {4: A.MX2_V4, 6: A.MX2_V6}
@@ -18,12 +18,8 @@ NO_TRUST = {"enabled": False, "lifetime": 3110400}
 
 
 def knock_sources(lab: Lab, family: int) -> list[str]:
-    text = lab.fw_exec(["cat", f"/proc/net/xt_recent/{KNOCK_LIST[family]}"]).stdout
-    return [
-        str(ipaddress.ip_address(line.split()[0].removeprefix("src=")))
-        for line in text.splitlines()
-        if line.startswith("src=")
-    ]
+    """Source addresses in the kernel's knock list of a family (inside fw)."""
+    return recent_sources(lab, KNOCK_LIST[family])
 
 
 @pytest.mark.parametrize("family", [4, 6])

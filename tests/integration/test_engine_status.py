@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from pathlib import Path
 
@@ -10,19 +9,14 @@ import yaml
 
 from tests.lab import Lab
 from tests.lab import addresses as A
-from tests.lab.appliance import Appliance, config_text
+from tests.lab.appliance import Appliance, config_text, recent_sources
 
 NO_TRUST = {"enabled": False, "lifetime": 3110400}
 LIST_SIZE = Path("/sys/module/xt_recent/parameters/ip_list_tot")
 
 
 def knock_sources(lab: Lab, name: str) -> list[str]:
-    text = lab.fw_exec(["cat", f"/proc/net/xt_recent/{name}"]).stdout
-    return [
-        str(ipaddress.ip_address(line.split()[0].removeprefix("src=")))
-        for line in text.splitlines()
-        if line.startswith("src=")
-    ]
+    return recent_sources(lab, name)
 
 
 def test_status_of_a_healthy_appliance(lab: Lab, appliance: Appliance) -> None:

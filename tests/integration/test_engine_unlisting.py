@@ -6,14 +6,13 @@ the lab's sender and bot and read the kernel's knock lists for their assertions.
 
 from __future__ import annotations
 
-import ipaddress
 import time
 
 import pytest
 
 from tests.lab import Lab
 from tests.lab import addresses as A
-from tests.lab.appliance import Appliance, config_text
+from tests.lab.appliance import Appliance, config_text, recent_sources
 
 MX1 = {4: A.MX1_V4, 6: A.MX1_V6}
 MX2 = {4: A.MX2_V4, 6: A.MX2_V6}
@@ -27,13 +26,7 @@ OTHER = {4: 6, 6: 4}
 
 def knock_sources(lab: Lab, family: int) -> list[str]:
     """Source addresses in the kernel's knock list of a family (inside fw)."""
-    text = lab.fw_exec(["cat", f"/proc/net/xt_recent/{KNOCK_LIST[family]}"]).stdout
-    # The kernel prints IPv6 addresses in full (2001:0db8:0000:...): compare them compressed.
-    return [
-        str(ipaddress.ip_address(line.split()[0].removeprefix("src=")))
-        for line in text.splitlines()
-        if line.startswith("src=")
-    ]
+    return recent_sources(lab, KNOCK_LIST[family])
 
 
 def counters(appliance: Appliance) -> dict[str, dict[str, int]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import config as config_module
+from appliance import recent
 from appliance.control import ControlClient, ControlError
 
 START_TIMEOUT = 15.0
@@ -109,6 +110,13 @@ class Appliance:
             return self.log_path.read_text()
         except FileNotFoundError:
             return ""
+
+
+def recent_sources(lab: Any, list_name: str) -> list[str]:
+    """Source addresses in one of fw's xt_recent lists, read with the product's own parser
+    (which writes IPv6 compressed, as everything else in the tests does)."""
+    text = lab.fw_exec(["cat", f"/proc/net/xt_recent/{list_name}"]).stdout
+    return [entry.address for entry in recent.parse(text)]
 
 
 def _repo_root() -> str:

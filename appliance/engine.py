@@ -103,6 +103,7 @@ class Engine:
 
     def apply_text(self, text: str, confirm_within: float | None = None) -> dict[str, Any]:
         config = parse_yaml(text)  # refused input stops here, before the kernel
+        _check_confirm_within(confirm_within)
         with self._lock:
             self._refuse_while_pending()
             previous = self.config
@@ -381,6 +382,18 @@ class Engine:
 
     def rules_text(self) -> dict[str, Any]:
         return {"rules": self.ruleset.render() if self.ruleset else ""}
+
+
+CONFIRM_WITHIN_MAX = 3600
+
+
+def _check_confirm_within(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= CONFIRM_WITHIN_MAX:
+        raise ConfigError(
+            [FieldError("confirm_within", f"must be seconds from 1 to {CONFIRM_WITHIN_MAX}, not {value!r}")]
+        )
 
 
 def _cancel(pending: PendingChange) -> None:

@@ -237,3 +237,16 @@ def test_socket_path_from_environment(monkeypatch, tmp_path):
     assert ControlClient().path == tmp_path / "x.sock"
     monkeypatch.delenv("MXKNOCK_SOCKET")
     assert control.socket_path() == control.DEFAULT_SOCKET
+
+
+@pytest.mark.parametrize("bad", ["60", -1, 0, 7200, True])
+def test_apply_refuses_a_bad_confirm_within_before_touching_anything(tmp_path, bad):
+    from appliance import config as config_module
+    from appliance.engine import Engine
+
+    engine = Engine(tmp_path / "mxknock.yaml")
+    # _put_in_force would need root and a kernel: it must never be reached.
+    engine._put_in_force = lambda *a, **k: pytest.fail("applied despite a bad confirm_within")
+    with pytest.raises(ConfigError) as info:
+        engine.apply_text(config_module.default_text(), confirm_within=bad)
+    assert info.value.errors[0].field == "confirm_within"

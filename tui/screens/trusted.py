@@ -9,7 +9,6 @@ from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from .. import form
@@ -18,7 +17,7 @@ from ..messages import Answer
 from ..widgets.field import FormField, text_input
 from ..widgets.panels import TitleBar
 from ..workers import call_in_thread
-from .dialog import ConfirmDialog
+from .entries import EntryListScreen
 
 HINT = "one IPv4 or IPv6 address, e.g. 192.0.2.25; Enter adds"
 # The daemon sends every entry (the kernel set holds up to 262144); a table that long
@@ -55,18 +54,15 @@ def counts(entries: list[dict[str, Any]]) -> str:
     return line
 
 
-class TrustedScreen(Screen[None]):
+class TrustedScreen(EntryListScreen):
+    FIELD = "trusted"
+
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("a", "focus_add", "Add"),
         Binding("d,delete", "remove", "Remove"),
         Binding("f5", "reload", "Reload", key_display="F5"),
         Binding("escape", "back", "Back"),
     ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: list[dict[str, Any]] = []
-        self.busy = False
 
     def compose(self) -> ComposeResult:
         yield TitleBar(classes="title")
@@ -85,14 +81,6 @@ class TrustedScreen(Screen[None]):
         self.query_one("#add", Input).focus()
         self.action_reload()
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "remove":
-            return bool(self.entries) and not self.busy
-        return True
-
-    def field(self) -> FormField:
-        return self.query_one("#field-trusted", FormField)
-
     def judge(self, text: str) -> tuple[str | None, list[str]]:
         return form.parse_trusted(text, form.families(self.app.snapshot.config) or (4, 6))
 
@@ -108,33 +96,17 @@ class TrustedScreen(Screen[None]):
         if address is None:
             self.field().set_errors(["type an address first"])
             return
-        self.busy = True
-        call_in_thread(self, "trusted_add", lambda: self.app.backend.trusted_add([address]))
-
-    def action_focus_add(self) -> None:
-        self.query_one("#add", Input).focus()
+        self.send("trusted_add", lambda: self.app.backend.trusted_add([address]))
 
     def action_reload(self) -> None:
         call_in_thread(self, "trusted_list", self.app.backend.trusted)
 
     def action_remove(self) -> None:
-        table = self.query_one(DataTable)
-        if not table.row_count or self.busy:
-            return
-        address = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.busy = True
-                call_in_thread(self, "trusted_remove", lambda: self.app.backend.trusted_remove([address]))
-
-        self.app.push_screen(
-            ConfirmDialog(f"Remove {address} from the proven senders?\nIt then has to knock again like a new sender."),
-            answered,
+        self.remove_selected(
+            lambda address: f"Remove {address} from the proven senders?\nIt then has to knock again like a new sender.",
+            "trusted_remove",
+            lambda address: self.app.backend.trusted_remove([address]),
         )
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
 
     # ---- answers ---------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from .. import form
@@ -16,22 +15,19 @@ from ..messages import Answer
 from ..widgets.field import FormField, text_input
 from ..widgets.panels import TitleBar
 from ..workers import call_in_thread
-from .dialog import ConfirmDialog
+from .entries import EntryListScreen
 
 HINT = "addresses or networks, e.g. 198.51.100.7 203.0.113.0/24; Enter adds"
 
 
-class WhitelistScreen(Screen[None]):
+class WhitelistScreen(EntryListScreen):
+    FIELD = "whitelist"
+
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("a", "focus_add", "Add"),
         Binding("d,delete", "remove", "Remove"),
         Binding("escape", "back", "Back"),
     ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: list[str] = []
-        self.busy = False
 
     def compose(self) -> ComposeResult:
         yield TitleBar(classes="title")
@@ -50,14 +46,6 @@ class WhitelistScreen(Screen[None]):
         self.query_one("#add", Input).focus()
         call_in_thread(self, "whitelist_list", self.app.backend.whitelist)
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "remove":
-            return bool(self.entries) and not self.busy
-        return True
-
-    def field(self) -> FormField:
-        return self.query_one("#field-whitelist", FormField)
-
     def on_input_changed(self, event: Input.Changed) -> None:
         _, errors = form.parse_entries(event.value)
         self.field().set_errors(errors)
@@ -68,26 +56,13 @@ class WhitelistScreen(Screen[None]):
             if not entries and not errors:
                 self.field().set_errors(["type an address or network first"])
             return
-        self.busy = True
-        call_in_thread(self, "whitelist_add", lambda: self.app.backend.whitelist_add(entries))
-
-    def action_focus_add(self) -> None:
-        self.query_one("#add", Input).focus()
+        self.send("whitelist_add", lambda: self.app.backend.whitelist_add(entries))
 
     def action_remove(self) -> None:
-        table = self.query_one(DataTable)
-        if not table.row_count or self.busy:
-            return
-        entry = str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.busy = True
-                call_in_thread(self, "whitelist_remove", lambda: self.app.backend.whitelist_remove([entry]))
-
-        self.app.push_screen(
-            ConfirmDialog(f"Remove {entry} from the whitelist?\nIt then has to knock like everybody else."),
-            answered,
+        self.remove_selected(
+            lambda entry: f"Remove {entry} from the whitelist?\nIt then has to knock like everybody else.",
+            "whitelist_remove",
+            lambda entry: self.app.backend.whitelist_remove([entry]),
         )
 
     def on_answer(self, message: Answer) -> None:
@@ -124,6 +99,3 @@ class WhitelistScreen(Screen[None]):
             f"{count} entr{'y' if count == 1 else 'ies'}" + ("; Tab to the list, then d removes one" if count else "")
         )
         self.refresh_bindings()
-
-    def action_back(self) -> None:
-        self.app.pop_screen()

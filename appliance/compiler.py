@@ -16,14 +16,30 @@ enter the bridge on its outside port. Its order is the design:
 
 Accepting "after a knock" jumps to MXKNOCK-PASS, which marks the connection (for 0)
 and accepts.
+
+With a management address, INPUT on the bridge jumps to MXKNOCK-INPUT: replies,
+ICMP (IPv6 needs it for neighbour discovery), SSH if keys are set and metrics if on,
+from the allowed networks only; everything else addressed to the box is dropped.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from .config import Config
-from .ruleset import CHAIN, EARN_CHAIN, PASS_CHAIN, FamilyRuleset, IPSet, Match, Options, Rule, Ruleset
+from .config import METRICS_PORT, SSH_PORT, Config, Management
+from .ruleset import (
+    BASE_CHAINS,
+    CHAIN,
+    EARN_CHAIN,
+    INPUT_CHAIN,
+    PASS_CHAIN,
+    FamilyRuleset,
+    IPSet,
+    Match,
+    Options,
+    Rule,
+    Ruleset,
+)
 
 RESET: Options = (("reject-with", "tcp-reset"),)
 
@@ -39,6 +55,9 @@ ROLE_REFUSED = "refused"
 ROLE_TRUSTED = "trusted"
 ROLE_TRUST_EARNED = "trust-earned"
 ROLE_PASS = "pass"
+ROLE_SSH = "management-ssh"
+ROLE_METRICS = "management-metrics"
+ROLE_MANAGEMENT_DROPPED = "management-dropped"
 
 # The connmark bit of connections let through after a knock; one bit, so it leaves the
 # rest of the mark to anyone else on the box.
@@ -71,8 +90,57 @@ def compile_config(config: Config) -> Ruleset:
 
 
 def _compile_family(config: Config, family: int) -> FamilyRuleset:
-    if family not in config.families():
-        return FamilyRuleset(family=family, rules=(), sets=(), knock_list=None)
+    rules: list[Rule] = []
+    sets: list[IPSet] = []
+    knock_list = None
+    if family in config.families():
+        mail = _compile_mail(config, family)
+        rules += mail.rules
+        sets += mail.sets
+        knock_list = mail.knock_list
+    if config.management is not None and family in config.management.families():
+        management_rules, management_set = _compile_management(config.bridge.name, config.management, family)
+        rules += management_rules
+        sets.append(management_set)
+    # The kernel lists built-in chains first, then ours by name (netfilter.read_family).
+    rules.sort(key=_kernel_order)
+    return FamilyRuleset(family=family, rules=tuple(rules), sets=tuple(sets), knock_list=knock_list)
+
+
+def _kernel_order(rule: Rule) -> tuple[int, str]:
+    return (BASE_CHAINS.index(rule.chain), "") if rule.chain in BASE_CHAINS else (len(BASE_CHAINS), rule.chain)
+
+
+def _compile_management(bridge_name: str, management: Management, family: int) -> tuple[list[Rule], IPSet]:
+    allow_set = set_name("manage", family)
+    allowed = (Match("set", (("match-set", f"{allow_set} src"),)),) if management.allow else ()
+    icmp = "icmp" if family == 4 else "icmpv6"
+
+    def service(port: int, role: str) -> Rule:
+        matches = (Match("tcp", (("dport", str(port)),)), *allowed)
+        return Rule(chain=INPUT_CHAIN, protocol="tcp", matches=matches, target="ACCEPT", role=role)
+
+    rules = [
+        # Only what reaches the box through the bridge; other interfaces are not ours.
+        Rule(chain="INPUT", target=INPUT_CHAIN, in_interface=bridge_name),
+        Rule(
+            chain=INPUT_CHAIN,
+            matches=(Match("conntrack", (("ctstate", "RELATED,ESTABLISHED"),)),),
+            target="ACCEPT",
+        ),
+        # Neighbour discovery, ping and path-MTU messages; ICMP opens nothing.
+        Rule(chain=INPUT_CHAIN, protocol=icmp, target="ACCEPT"),
+    ]
+    if management.ssh_keys:
+        rules.append(service(SSH_PORT, ROLE_SSH))
+    if management.metrics:
+        rules.append(service(METRICS_PORT, ROLE_METRICS))
+    rules.append(Rule(chain=INPUT_CHAIN, target="DROP", role=ROLE_MANAGEMENT_DROPPED))
+    entries = tuple(_entry(n) for n in management.allow if n.version == family)
+    return rules, IPSet(allow_set, family, entries)
+
+
+def _compile_mail(config: Config, family: int) -> FamilyRuleset:
     prefix = config.knock_prefix[family]
     knock_list = knock_list_name(family, prefix)
     network_type = ipaddress.IPv4Network if family == 4 else ipaddress.IPv6Network
@@ -195,9 +263,6 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
             Rule(chain=PASS_CHAIN, target="CONNMARK", target_options=(("set-xmark", EARNED_MARK),)),
             Rule(chain=PASS_CHAIN, target="ACCEPT", role=ROLE_PASS),
         ]
-    # The kernel lists our chains by name (netfilter.read_family); keep that order here.
-    rules.sort(key=lambda r: (r.chain != "FORWARD", r.chain))
-
     sets = (
         IPSet(allow_set, family, tuple(_entry(n) for n in config.networks("whitelist", family))),
         IPSet(select_set, family, tuple(_entry(n) for n in config.networks("selective", family))),

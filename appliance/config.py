@@ -7,6 +7,8 @@ Nothing here touches the kernel: a Config that exists is a Config that is valid.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -28,6 +30,22 @@ MAX_SET_ENTRIES = 65536  # size of the ipsets that hold whitelist and selective 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+SSH_PORT = 22
+METRICS_PORT = 9425  # Prometheus text at http://<management address>:9425/metrics
+# Key types OpenSSH accepts in authorized_keys (DSA is gone from OpenSSH 9.x defaults).
+SSH_KEY_TYPES = (
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+)
+MAX_SSH_KEYS = 64
+MAX_MANAGEMENT_ALLOW = 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,36 @@ class Trust:
 
 
 @dataclass(frozen=True)
+class Management:
+    """An address of the box's own on the bridge, for SSH and metrics. Without one the
+    bridge has no address at all and the box cannot be reached (the transparent default)."""
+
+    addresses: tuple[IPInterface, ...]  # one per family, with its prefix length
+    gateways: tuple[IPAddress, ...] = ()  # default route per family, for admins beyond the subnet
+    ssh_keys: tuple[str, ...] = ()  # root's authorized keys; none: no SSH
+    allow: tuple[IPNetwork, ...] = ()  # who may reach SSH and metrics; empty: anyone
+    metrics: bool = True
+
+    def families(self) -> tuple[int, ...]:
+        return tuple(f for f in FAMILIES if any(a.version == f for a in self.addresses))
+
+    def address(self, family: int) -> IPInterface | None:
+        return next((a for a in self.addresses if a.version == family), None)
+
+    def gateway(self, family: int) -> IPAddress | None:
+        return next((g for g in self.gateways if g.version == family), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "address": [str(a) for a in self.addresses],
+            "gateway": [str(g) for g in self.gateways],
+            "ssh_keys": list(self.ssh_keys),
+            "allow": [_net_str(n) for n in self.allow],
+            "metrics": self.metrics,
+        }
+
+
+@dataclass(frozen=True)
 class Config:
     bridge: Bridge
     mode: str
@@ -93,6 +141,7 @@ class Config:
     # Entries per knock list (xt_recent's ip_list_tot, fixed when the module loads: the
     # image applies it at boot). None: whatever the kernel has (the image uses 10000).
     knock_list_size: int | None = None
+    management: Management | None = None
 
     def families(self) -> tuple[int, ...]:
         """Address families the mail server is reachable in (validated equal for mx1, mx2)."""
@@ -124,6 +173,7 @@ class Config:
             "knock_prefix": {"ipv4": self.knock_prefix[4], "ipv6": self.knock_prefix[6]},
             "trust": {"enabled": self.trust.enabled, "lifetime": self.trust.lifetime},
             **({"knock_list_size": self.knock_list_size} if self.knock_list_size is not None else {}),
+            **({"management": self.management.to_dict()} if self.management is not None else {}),
         }
 
     def to_yaml(self) -> str:
@@ -148,12 +198,14 @@ TOP_KEYS = {
     "knock_prefix",
     "trust",
     "knock_list_size",
+    "management",
 }
 BRIDGE_KEYS = {"name", "outside", "inside"}
 PREFIX_KEYS = {"ipv4": (4, 32), "ipv6": (6, 128)}
 TRUST_KEYS = {"enabled", "lifetime"}
 TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX = 60, 366 * 86400
 LIST_SIZE_MIN, LIST_SIZE_MAX = 100, 1_000_000
+MANAGEMENT_KEYS = {"address", "gateway", "ssh_keys", "allow", "metrics"}
 
 
 class _Collector:
@@ -242,6 +294,9 @@ def from_dict(data: Any) -> Config:
     knock_list_size = data.get("knock_list_size")
     if knock_list_size is not None:
         knock_list_size = _int_in_range("knock_list_size", knock_list_size, LIST_SIZE_MIN, LIST_SIZE_MAX, errs)
+    management = None
+    if data.get("management") is not None:
+        management = _management(data["management"], set(mx1) | set(mx2), errs)
 
     if errs.errors:
         raise ConfigError(errs.errors)
@@ -258,6 +313,7 @@ def from_dict(data: Any) -> Config:
         knock_prefix=knock_prefix,
         trust=trust,
         knock_list_size=knock_list_size,
+        management=management,
     )
 
 
@@ -439,6 +495,145 @@ def _trust(raw: Any, errs: _Collector) -> Trust:
         "trust.lifetime", raw.get("lifetime", Trust.lifetime), TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX, errs
     )
     return Trust(enabled=enabled, lifetime=lifetime)
+
+
+def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Management | None:
+    example = "{address: 192.0.2.5/24, gateway: 192.0.2.1, ssh_keys: ['ssh-ed25519 AAAA... admin']}"
+    if not _section("management", raw, MANAGEMENT_KEYS, example, errs):
+        return None
+    before = len(errs.errors)
+    addresses = _management_addresses(raw.get("address"), mx_addresses, errs)
+    gateways = _management_gateways(raw.get("gateway"), addresses, errs)
+    keys_raw = raw.get("ssh_keys") or []
+    ssh_keys: list[str] = []
+    if not isinstance(keys_raw, list):
+        errs.add("management.ssh_keys", "must be a list of public keys, one per line of authorized_keys")
+    elif len(keys_raw) > MAX_SSH_KEYS:
+        errs.add("management.ssh_keys", f"at most {MAX_SSH_KEYS} keys")
+    else:
+        for i, item in enumerate(keys_raw):
+            try:
+                key = parse_ssh_key(item)
+            except ValueError as exc:
+                errs.add(f"management.ssh_keys[{i}]", str(exc))
+                continue
+            if key in ssh_keys:
+                errs.add(f"management.ssh_keys[{i}]", "this key is listed twice")
+            else:
+                ssh_keys.append(key)
+    allow = _networks("management.allow", raw.get("allow", []), errs)
+    if len(allow) > MAX_MANAGEMENT_ALLOW:
+        errs.add("management.allow", f"at most {MAX_MANAGEMENT_ALLOW} networks")
+    for i, net in enumerate(allow):
+        if addresses and net.version not in {a.version for a in addresses}:
+            errs.add(f"management.allow[{i}]", f"{net} is IPv{net.version} but no management address is")
+    metrics = raw.get("metrics", True)
+    if not isinstance(metrics, bool):
+        errs.add("management.metrics", f"must be true or false, not {metrics!r}")
+    if len(errs.errors) > before:
+        return None
+    return Management(
+        addresses=addresses, gateways=gateways, ssh_keys=tuple(ssh_keys), allow=allow, metrics=bool(metrics)
+    )
+
+
+def _management_addresses(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> tuple[IPInterface, ...]:
+    name = "management.address"
+    if raw is None or raw == []:
+        errs.add(name, "missing: give the box's own address with its prefix, e.g. 192.0.2.5/24")
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        errs.add(name, "must be an address with its prefix, or a list of one IPv4 and/or one IPv6")
+        return ()
+    addresses: list[IPInterface] = []
+    for i, item in enumerate(items):
+        where = name if isinstance(raw, str) else f"{name}[{i}]"
+        text = str(item).strip()
+        if "/" not in text:
+            errs.add(where, f"give the prefix length too, e.g. {text}/{64 if ':' in text else 24}")
+            continue
+        try:
+            interface = ipaddress.ip_interface(text)
+        except ValueError:
+            errs.add(where, f"not an address with a prefix length: {item!r}")
+            continue
+        address, net = interface.ip, interface.network
+        if _unusable(address):
+            errs.add(where, f"{address} cannot be the box's address")
+        elif net.num_addresses > 2 and address in (net.network_address, net.broadcast_address) and address.version == 4:
+            errs.add(
+                where,
+                f"{address} is the network's {'first' if address == net.network_address else 'last'} "
+                "address, not a host's",
+            )
+        elif address in mx_addresses:
+            errs.add(where, f"{address} is the mail server's (an MX address): the box needs an address of its own")
+        elif any(a.version == address.version for a in addresses):
+            errs.add(where, f"a second IPv{address.version} address; give one per family")
+        else:
+            addresses.append(interface)
+    return tuple(addresses)
+
+
+def _management_gateways(raw: Any, addresses: tuple[IPInterface, ...], errs: _Collector) -> tuple[IPAddress, ...]:
+    name = "management.gateway"
+    if raw is None or raw == []:
+        return ()
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        errs.add(name, "must be an address, or a list of one IPv4 and/or one IPv6")
+        return ()
+    gateways: list[IPAddress] = []
+    for i, item in enumerate(items):
+        where = name if isinstance(raw, str) else f"{name}[{i}]"
+        try:
+            gateway = ipaddress.ip_address(str(item).strip())
+        except ValueError:
+            errs.add(where, f"not an IP address: {item!r}")
+            continue
+        own = next((a for a in addresses if a.version == gateway.version), None)
+        if own is None:
+            if addresses:  # without any address the address error says it all
+                errs.add(where, f"an IPv{gateway.version} gateway needs an IPv{gateway.version} management address")
+        elif gateway == own.ip:
+            errs.add(where, f"{gateway} is the box's own address")
+        elif gateway not in own.network and not (gateway.version == 6 and gateway.is_link_local):
+            errs.add(where, f"{gateway} is not in {own.network}, so the box could not reach it")
+        elif any(g.version == gateway.version for g in gateways):
+            errs.add(where, f"a second IPv{gateway.version} gateway; give one per family")
+        else:
+            gateways.append(gateway)
+    return tuple(gateways)
+
+
+def parse_ssh_key(item: Any) -> str:
+    """One authorized_keys line ("type base64 [comment]"), checked as sshd would read it."""
+    if not isinstance(item, str):
+        raise ValueError(f"must be a public key line like 'ssh-ed25519 AAAA... admin', not {item!r}")
+    if "\n" in item or "\r" in item:
+        raise ValueError("one key per entry: this one spans lines")
+    parts = item.strip().split(None, 2)
+    if not parts:
+        raise ValueError("empty: paste a public key line like 'ssh-ed25519 AAAA... admin'")
+    if parts[0] not in SSH_KEY_TYPES:
+        if parts[0].startswith(("ssh-", "ecdsa-", "sk-")):
+            raise ValueError(f"key type {parts[0]!r} is not accepted (use one of {', '.join(SSH_KEY_TYPES)})")
+        raise ValueError(
+            "not a public key line: it must start with the key type, e.g. 'ssh-ed25519 AAAA...'"
+            " (authorized_keys options are not supported)"
+        )
+    if len(parts) < 2:
+        raise ValueError(f"{parts[0]} without the key itself")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("the key is not valid base64: was it cut while copying?") from None
+    # The blob starts with its own type as an SSH string (4-byte length, then the name).
+    length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    if blob[4 : 4 + length].decode("ascii", "replace") != parts[0] or length < 1:
+        raise ValueError(f"the key data is not a {parts[0]} key: was it cut while copying?")
+    return " ".join(parts)
 
 
 def proven_sender(item: Any, families: Iterable[int]) -> IPAddress:

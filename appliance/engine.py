@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import bridge, ipsets, netfilter, recent, status
+from . import bridge, ipsets, management, netfilter, recent, status
 from .compiler import IPSET_MAX_TIMEOUT, compile_config, refused_list_name, set_name
-from .config import Config, ConfigError, FieldError, edit_networks, load, parse_yaml, proven_sender
+from .config import (
+    METRICS_PORT,
+    Config,
+    ConfigError,
+    FieldError,
+    Management,
+    edit_networks,
+    load,
+    parse_yaml,
+    proven_sender,
+)
 from .ruleset import FamilyRuleset, Ruleset
 from .state import StateKeeper
 
@@ -49,8 +59,11 @@ class Engine:
         config_path: Path,
         state_dir: Path | None = None,
         before_commit: netfilter.FailureHook | None = None,
+        authorized_keys: Path | None = None,
     ):
         self.config_path = Path(config_path)
+        # Root's SSH keys from management.ssh_keys, next to the config (sshd reads it there).
+        self.authorized_keys = authorized_keys or self.config_path.parent / "authorized_keys"
         self.state = StateKeeper(state_dir) if state_dir else None
         self.config: Config | None = None
         self.ruleset: Ruleset | None = None
@@ -161,6 +174,7 @@ class Engine:
         """Back to "no config yet": nothing forwards, none of our rules remain."""
         if self.config is not None:
             bridge.close(self.config.bridge)
+            self._set_management(self.config.bridge.name, None)
         empty = Ruleset(tuple(FamilyRuleset(family=f, rules=(), sets=(), knock_list=None) for f in (4, 6)))
         netfilter.apply(empty, previous=self.ruleset)
         self.config, self.ruleset = None, None
@@ -216,11 +230,27 @@ class Engine:
                     + "); "
                     + ("the previous rules are back" if self.ruleset else "the bridge is kept closed")
                 )
+            try:
+                self._set_management(config.bridge.name, config.management)
+            except (management.ManagementError, OSError) as exc:
+                self._restore_previous()
+                if self.config is not None:
+                    self._set_management(self.config.bridge.name, self.config.management, quiet=True)
+                raise EngineError(f"{exc}; the previous rules and addresses are back") from exc
             if before_forwarding is not None:
                 before_forwarding(config, ruleset)
             bridge.open_ports(config.bridge)
             self.config, self.ruleset, self.last_error, self.notice = config, ruleset, None, None
             log.info("applied: mode %s, mx1 %s, mx2 %s", config.mode, _addrs(config.mx1), _addrs(config.mx2))
+
+    def _set_management(self, bridge_name: str, wanted: Management | None, quiet: bool = False) -> None:
+        try:
+            management.apply(bridge_name, wanted)
+            management.write_authorized_keys(self.authorized_keys, wanted)
+        except (management.ManagementError, OSError):
+            if not quiet:
+                raise
+            log.exception("could not restore the previous management address")
 
     def _restore_previous(self) -> None:
         if self.ruleset is not None:
@@ -265,7 +295,10 @@ class Engine:
                 kernel, rule_problems = [], [f"cannot read the kernel's iptables rules: {exc}"]
             bridge_state = bridge.read_state(config.bridge) if config else None
             lists = self.knock_reports()
+            managed = management.read_state(config.bridge.name) if config else None
+            management_problems = management.problems(config.management, managed) if config else []
             warnings = (
+                *management_problems,  # the mail is filtered all the same: a warning
                 self.notice,
                 self.state.last_problem if self.state else None,
                 status.list_size_warning(config.knock_list_size if config else None, lists),
@@ -291,6 +324,7 @@ class Engine:
                 "counters": status.counters(kernel),
                 "knock_lists": [r.to_json() for r in lists],
                 "trusted": self._trusted_counts(),
+                "management": self._management_status(config, managed),
                 "pending": None
                 if self.pending is None
                 else {"seconds_left": max(0.0, round(self.pending.deadline - time.monotonic(), 1))},
@@ -373,6 +407,18 @@ class Engine:
                 "config": self.config.to_dict() if self.config else None,
                 "yaml": self.config.to_yaml() if self.config else None,
             }
+
+    def _management_status(self, config: Config | None, state: management.ManagementState | None) -> dict | None:
+        if config is None or config.management is None or state is None:
+            return None
+        wanted = config.management
+        return {
+            **state.to_json(),
+            "ssh": bool(wanted.ssh_keys),
+            "metrics": wanted.metrics,
+            "metrics_port": METRICS_PORT,
+            "allow": [str(n) for n in wanted.allow],
+        }
 
     def _trusted_counts(self) -> dict[str, int]:
         counts = {}

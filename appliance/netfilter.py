@@ -19,7 +19,7 @@ from typing import Any
 import iptc
 
 from . import ipsets
-from .ruleset import CHAIN, COMMENT_PREFIX, FamilyRuleset, Match, Rule, Ruleset
+from .ruleset import BASE_CHAINS, CHAIN, COMMENT_PREFIX, FamilyRuleset, Match, Rule, Ruleset
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,8 @@ def to_iptc(rule: Rule, family: int) -> iptc.Rule | iptc.Rule6:
         out.dst = rule.dst
     if rule.protocol:
         out.protocol = rule.protocol
+    if rule.in_interface:
+        out.in_interface = rule.in_interface
     for match in rule.all_matches():
         m = out.create_match(match.name)
         for key, value in match.options:
@@ -99,6 +101,7 @@ def from_iptc(rule: iptc.Rule, chain: str) -> Rule:
         src=_address(rule.src),
         dst=_address(rule.dst),
         protocol=protocol,
+        in_interface=rule.in_interface or None,
         matches=tuple(matches),
         target_options=tuple((k, " ".join(v) if v else None) for k, v in target_params.items()),
         role=role,
@@ -112,7 +115,8 @@ def canonical(rule: Rule, family: int) -> Rule:
 
 
 def _is_our_jump(rule: iptc.Rule) -> bool:
-    return bool(rule.target) and rule.target.name == CHAIN
+    """A rule of ours in a built-in chain: it jumps to one of our chains (MXKNOCK*)."""
+    return bool(rule.target) and rule.target.name.startswith(CHAIN)
 
 
 @dataclass(frozen=True)
@@ -145,11 +149,12 @@ def read_family(family: int) -> KernelFamily:
         result = KernelFamily(family)
         rules: list[Rule] = []
         counters: list[Counter] = []
-        for kernel_rule in iptc.Chain(table, "FORWARD").rules:
-            if _is_our_jump(kernel_rule):
-                result.jumps += 1
-                rules.append(from_iptc(kernel_rule, "FORWARD"))
-                counters.append(Counter(*kernel_rule.get_counters()))
+        for base in BASE_CHAINS:
+            for kernel_rule in iptc.Chain(table, base).rules:
+                if _is_our_jump(kernel_rule):
+                    result.jumps += 1
+                    rules.append(from_iptc(kernel_rule, base))
+                    counters.append(Counter(*kernel_rule.get_counters()))
         for chain in _our_chains(table):
             for kernel_rule in iptc.Chain(table, chain).rules:
                 rules.append(from_iptc(kernel_rule, chain))
@@ -167,19 +172,20 @@ def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> 
         for chain in ruleset.chains:
             if chain not in existing:
                 table.create_chain(chain)
-        forward = iptc.Chain(table, "FORWARD")
-        for kernel_rule in forward.rules:
-            if _is_our_jump(kernel_rule):
-                forward.delete_rule(kernel_rule)
+        base_chains = {name: iptc.Chain(table, name) for name in BASE_CHAINS}
+        for base in base_chains.values():
+            for kernel_rule in base.rules:
+                if _is_our_jump(kernel_rule):
+                    base.delete_rule(kernel_rule)
         for chain in existing:
             iptc.Chain(table, chain).flush()
-        position = 0
+        positions = dict.fromkeys(BASE_CHAINS, 0)
         for rule in ruleset.rules:
-            if rule.chain == "FORWARD":
-                # Our jump goes first in FORWARD: traffic to the mail server is judged by us
-                # before any accept-all rule of someone else could wave it through.
-                forward.insert_rule(to_iptc(rule, family), position)
-                position += 1
+            if rule.chain in base_chains:
+                # Our jumps go first: traffic to the mail server (or the box) is judged by
+                # us before any accept-all rule of someone else could wave it through.
+                base_chains[rule.chain].insert_rule(to_iptc(rule, family), positions[rule.chain])
+                positions[rule.chain] += 1
             else:
                 iptc.Chain(table, rule.chain).append_rule(to_iptc(rule, family))
         for chain in existing:
@@ -264,8 +270,11 @@ def verify(ruleset: Ruleset, deep: bool = True) -> list[str]:
         for fam in ruleset.families:
             kernel = read_family(fam.family)
             expected = [canonical(rule, fam.family) for rule in fam.rules]
-            if kernel.jumps != (1 if fam.rules else 0):
-                problems.append(f"IPv{fam.family}: {kernel.jumps} jump rules to {CHAIN} in FORWARD")
+            wanted_jumps = sum(1 for rule in fam.rules if rule.chain in BASE_CHAINS)
+            if kernel.jumps != wanted_jumps:
+                problems.append(
+                    f"IPv{fam.family}: {kernel.jumps} jumps to our chains in FORWARD/INPUT, expected {wanted_jumps}"
+                )
             if list(kernel.rules) != expected:
                 problems.append(f"IPv{fam.family}: the rules in the kernel differ from the ruleset")
             for spec in fam.sets:

@@ -14,6 +14,9 @@ Options = tuple[tuple[str, str | None], ...]
 CHAIN = "MXKNOCK"
 PASS_CHAIN = "MXKNOCK-PASS"
 EARN_CHAIN = "MXKNOCK-EARN"
+INPUT_CHAIN = "MXKNOCK-INPUT"  # the box's own management services
+# Built-in chains we put one jump rule each into; in this order before our own chains.
+BASE_CHAINS = ("FORWARD", "INPUT")
 COMMENT_PREFIX = "mxknock:"
 
 
@@ -35,6 +38,7 @@ class Rule:
     src: str | None = None
     dst: str | None = None
     protocol: str | None = None
+    in_interface: str | None = None
     matches: tuple[Match, ...] = ()
     target_options: Options = ()
     # What the rule's counters mean; carried in the kernel as a comment so status
@@ -48,6 +52,8 @@ class Rule:
 
     def render(self) -> str:
         parts = [f"-A {self.chain}"]
+        if self.in_interface:
+            parts.append(f"-i {self.in_interface}")
         if self.src:
             parts.append(f"-s {self.src}")
         if self.dst:
@@ -95,8 +101,8 @@ class FamilyRuleset:
 
     @property
     def chains(self) -> tuple[str, ...]:
-        """Our chains, in the order their rules appear (FORWARD is not ours)."""
-        return tuple(dict.fromkeys(r.chain for r in self.rules if r.chain != "FORWARD"))
+        """Our chains, in the order their rules appear (the built-in chains are not ours)."""
+        return tuple(dict.fromkeys(r.chain for r in self.rules if r.chain not in BASE_CHAINS))
 
     def chain_rules(self, chain: str) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.chain == chain)

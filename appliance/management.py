@@ -1,0 +1,177 @@
+"""The management address: the box's own address on the bridge, for SSH and metrics.
+
+Without one the bridge holds no address at all (the transparent default); with one,
+br0 gets exactly the configured addresses (plus an IPv6 link-local address, which
+neighbour discovery with routers expects), a default route per configured gateway
+that wins over the reset route, and root's authorized_keys file. Who may reach the
+services is the compiler's business (MXKNOCK-INPUT), applied before this.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from .config import IPAddress, IPInterface, Management
+
+# Below the reset route's metric (bridge.RESET_ROUTE_METRIC): replies to admins beyond
+# the subnet go to the gateway; resets of bridged traffic leave by the bridge either way.
+ROUTE_METRIC = 100
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+DEFAULTS = {4: "0.0.0.0/0", 6: "::/0"}
+FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+class ManagementError(RuntimeError):
+    pass
+
+
+def link_local(mac: str) -> ipaddress.IPv6Interface:
+    """The EUI-64 link-local address the kernel itself would have made from the MAC."""
+    octets = [int(part, 16) for part in mac.split(":")]
+    octets[0] ^= 0x02
+    eui = [*octets[:3], 0xFF, 0xFE, *octets[3:]]
+    return ipaddress.IPv6Interface((bytes([0xFE, 0x80, 0, 0, 0, 0, 0, 0, *eui]), 64))
+
+
+def wanted_addresses(management: Management | None, mac: str) -> set[IPInterface]:
+    if management is None:
+        return set()
+    wanted = set(management.addresses)
+    if management.address(6) is not None:
+        wanted.add(link_local(mac))
+    return wanted
+
+
+def apply(bridge_name: str, management: Management | None) -> None:
+    """Make br0's addresses and management routes what `management` says (None: none)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=bridge_name)
+        if not found:
+            raise ManagementError(f"no bridge {bridge_name} to put the management address on")
+        index = found[0]
+        mac = ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+        wanted = wanted_addresses(management, mac)
+        present = {_interface(msg) for msg in ipr.get_addr(index=index)}
+        try:
+            for interface in present - wanted:
+                ipr.addr("del", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
+            for interface in wanted - present:
+                ipr.addr("add", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
+            for family in (4, 6):
+                gateway = management.gateway(family) if management else None
+                _set_default_route(ipr, index, family, gateway)
+        except Exception as exc:  # pyroute2's NetlinkError carries the kernel's words
+            raise ManagementError(f"cannot set the management address on {bridge_name}: {exc}") from exc
+
+
+def _interface(msg) -> IPInterface:
+    return ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+
+
+def _set_default_route(ipr: IPRoute, index: int, family: int, gateway: IPAddress | None) -> None:
+    ours = [
+        route
+        for route in ipr.get_routes(family=FAMILIES[family], oif=index)
+        if route.get_attr("RTA_PRIORITY") == ROUTE_METRIC and route["dst_len"] == 0
+    ]
+    for route in ours:
+        if gateway is None or route.get_attr("RTA_GATEWAY") != str(gateway):
+            ipr.route("del", dst=DEFAULTS[family], oif=index, priority=ROUTE_METRIC, family=FAMILIES[family])
+    if gateway is not None:
+        ipr.route(
+            "replace",
+            dst=DEFAULTS[family],
+            gateway=str(gateway),
+            oif=index,
+            priority=ROUTE_METRIC,
+            family=FAMILIES[family],
+        )
+
+
+def write_authorized_keys(path: Path, management: Management | None) -> None:
+    """root's authorized_keys for sshd (image/…/sshd_config.d): written whole and
+    atomically, removed when there are no keys (then nobody can log in over SSH)."""
+    keys = management.ssh_keys if management else ()
+    if not keys:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".authorized_keys-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("# written by mxknockd from management.ssh_keys; edits here are lost\n")
+            handle.writelines(key + "\n" for key in keys)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # sshd's StrictModes: owned by root, writable by nobody else
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class AddressState:
+    address: str
+    tentative: bool  # duplicate address detection still running
+    dad_failed: bool  # another host on the link has this address
+
+
+@dataclass(frozen=True)
+class ManagementState:
+    addresses: tuple[AddressState, ...]
+    gateways: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def read_state(bridge_name: str) -> ManagementState:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=bridge_name)
+        if not found:
+            return ManagementState((), ())
+        index = found[0]
+        addresses = []
+        for msg in ipr.get_addr(index=index):
+            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+            addresses.append(
+                AddressState(
+                    address=str(_interface(msg)),
+                    tentative=bool(flags & IFA_F_TENTATIVE),
+                    dad_failed=bool(flags & IFA_F_DADFAILED),
+                )
+            )
+        gateways = [
+            route.get_attr("RTA_GATEWAY")
+            for family in FAMILIES.values()
+            for route in ipr.get_routes(family=family, oif=index)
+            if route.get_attr("RTA_PRIORITY") == ROUTE_METRIC and route["dst_len"] == 0
+        ]
+    return ManagementState(tuple(addresses), tuple(g for g in gateways if g))
+
+
+def problems(management: Management | None, state: ManagementState) -> list[str]:
+    """What keeps the configured management address from working (for status)."""
+    if management is None:
+        return []
+    found = {a.address: a for a in state.addresses}
+    result = []
+    for interface in management.addresses:
+        entry = found.get(str(interface))
+        if entry is None:
+            result.append(f"management address {interface} is not on the bridge")
+        elif entry.dad_failed:
+            result.append(f"management address {interface.ip} is already used by another host on the link")
+    for gateway in management.gateways:
+        if str(gateway) not in state.gateways:
+            result.append(f"management gateway {gateway} has no route")
+    return result

@@ -527,6 +527,13 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
     for i, net in enumerate(allow):
         if addresses and net.version not in {a.version for a in addresses}:
             errs.add(f"management.allow[{i}]", f"{net} is IPv{net.version} but no management address is")
+    for family in sorted({a.version for a in addresses} - {n.version for n in allow} if allow else ()):
+        # A list names everyone who may connect: a family left out would be shut for good.
+        errs.add(
+            "management.allow",
+            f"no IPv{family} network, so nobody could reach the IPv{family} management address;"
+            f" add one or drop that address",
+        )
     metrics = raw.get("metrics", True)
     if not isinstance(metrics, bool):
         errs.add("management.metrics", f"must be true or false, not {metrics!r}")

@@ -135,7 +135,8 @@ class Ruleset:
             if not fam.rules:
                 out.append(f"# {tool}: no IPv{fam.family} rules (no IPv{fam.family} MX addresses)")
                 continue
-            out.append(f"# {tool} (IPv{fam.family}, knock list {fam.knock_list})")
+            what = f"knock list {fam.knock_list}" if fam.knock_list else "management address only"
+            out.append(f"# {tool} (IPv{fam.family}, {what})")
             out.append(fam.render().rstrip("\n"))
         return "\n".join(out) + "\n"
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from appliance import compiler, config
-from appliance.ruleset import CHAIN, PASS_CHAIN, Match, Rule
+from appliance.ruleset import CHAIN, INPUT_CHAIN, PASS_CHAIN, Match, Rule
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -27,6 +27,8 @@ DUAL: dict[str, Any] = {
     "mx1": ["192.0.2.10", "2001:db8::10"],
     "mx2": ["192.0.2.20", "2001:db8::20"],
 }
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx admin@example.test"
 
 GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
     "unlisting": {**DUAL, "mode": "unlisting"},
@@ -43,6 +45,22 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
         "knock_ports": [110, 143, 993, 995],
         "whitelist": ["203.0.113.5", "198.51.100.0/24", "2001:db8:1::/64"],
         "knock_prefix": {"ipv4": 24, "ipv6": 64},
+    },
+    "management": {
+        **DUAL,
+        "mode": "unlisting",
+        "management": {
+            "address": ["192.0.2.5/24", "2001:db8::5/64"],
+            "gateway": ["192.0.2.1", "fe80::1"],
+            "ssh_keys": [SSH_KEY],
+            "allow": ["198.51.100.0/24", "2001:db8:ad::/48"],
+        },
+    },
+    "management-ipv6-only": {
+        "mode": "nolisting",
+        "mx1": "192.0.2.10",
+        "mx2": "192.0.2.20",
+        "management": {"address": "2001:db8::5/64"},
     },
     "ipv4-only": {
         "mode": "unlisting",
@@ -279,10 +297,11 @@ def test_ipv4_only_config_has_no_ipv6_rules():
 
 
 def all_families():
+    """Every family that filters mail (a management address alone makes rules, no list)."""
     for name in sorted(GOLDEN_CONFIGS):
         ruleset = compiler.compile_config(build(name))
         for fam in ruleset.families:
-            if fam.rules:
+            if fam.knock_list:
                 yield name, fam
 
 
@@ -296,7 +315,7 @@ def test_each_family_names_only_its_own_list():
         for kind in ("allow", "select", "trust"):
             assert f"mxknock-{kind}{other}" not in text
         seen += 1
-    assert seen == 2 * len(GOLDEN_CONFIGS) - 1  # every config is dual-stack but one
+    assert seen == 2 * len(GOLDEN_CONFIGS) - 2  # every config's mail is dual-stack but two
 
 
 # Targets that let the packet go on to the next rule.
@@ -318,7 +337,7 @@ def test_established_is_first_in_our_chain(name: str):
     """No rule that decides a packet's fate comes before the established accept: only what
     records proven senders may (it must see the handshake's ACK, which is ESTABLISHED)."""
     for fam in compiler.compile_config(build(name)).families:
-        if not fam.rules:
+        if not fam.knock_list:
             continue
         rules = fam.chain_rules(CHAIN)
         at = roles(list(rules)).index("established")
@@ -431,3 +450,76 @@ def test_compile_is_deterministic_and_pure():
 if __name__ == "__main__":
     for written in write_golden():
         print(f"wrote {written}")
+
+
+# ---- the management address --------------------------------------------------------------------
+
+
+def management_config(**management: Any) -> config.Config:
+    return config.from_dict({**copy.deepcopy(DUAL), "management": {"address": "192.0.2.5/24", **management}})
+
+
+def input_rules(cfg: config.Config, family: int = 4) -> list[str]:
+    fam = compiler.compile_config(cfg).family(family)
+    return [r.render() for r in fam.rules if r.chain in ("INPUT", INPUT_CHAIN)]
+
+
+def test_no_management_no_input_rules():
+    for name in ("unlisting", "ipv4-only", "dual-stack-full"):
+        for fam in compiler.compile_config(build(name)).families:
+            assert not [r for r in fam.rules if r.chain in ("INPUT", INPUT_CHAIN)], name
+
+
+def test_management_input_chain_order():
+    rules = input_rules(management_config(ssh_keys=[SSH_KEY]))
+    assert rules == [
+        f"-A INPUT -i br0 -j {INPUT_CHAIN}",
+        f"-A {INPUT_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        f"-A {INPUT_CHAIN} -p icmp -j ACCEPT",
+        f'-A {INPUT_CHAIN} -p tcp -m tcp --dport 22 -m comment --comment "mxknock:management-ssh" -j ACCEPT',
+        f'-A {INPUT_CHAIN} -p tcp -m tcp --dport 9425 -m comment --comment "mxknock:management-metrics" -j ACCEPT',
+        f'-A {INPUT_CHAIN} -m comment --comment "mxknock:management-dropped" -j DROP',
+    ]
+
+
+def test_ssh_only_with_keys_and_metrics_only_when_on():
+    rules = "\n".join(input_rules(management_config(metrics=False)))
+    assert "--dport 22" not in rules and "--dport 9425" not in rules
+    assert rules.endswith("-j DROP")
+
+
+def test_allow_list_limits_both_services_per_family():
+    cfg = management_config(
+        address=["192.0.2.5/24", "2001:db8::5/64"], ssh_keys=[SSH_KEY], allow=["198.51.100.0/24", "2001:db8:ad::/48"]
+    )
+    ruleset = compiler.compile_config(cfg)
+    for family in (4, 6):
+        services = [r for r in input_rules(cfg, family) if "--dport" in r]
+        assert len(services) == 2
+        assert all(f"--match-set mxknock-manage{family} src" in r for r in services)
+        (allow,) = [s for s in ruleset.family(family).sets if s.name == f"mxknock-manage{family}"]
+        assert allow.entries == (("198.51.100.0/24",) if family == 4 else ("2001:db8:ad::/48",))
+    assert "-p icmpv6 -j ACCEPT" in "\n".join(input_rules(cfg, 6))
+
+
+def test_management_family_without_mail_gets_only_input_rules():
+    fam = compiler.compile_config(build("management-ipv6-only")).family(6)
+    assert fam.knock_list is None
+    assert {r.chain for r in fam.rules} == {"INPUT", INPUT_CHAIN}
+    assert fam.chains == (INPUT_CHAIN,)
+
+
+def test_management_leaves_the_mail_rules_alone():
+    plain = compiler.compile_config(build("unlisting"))
+    managed = compiler.compile_config(build("management"))
+    for family in (4, 6):
+        mail = [r for r in managed.family(family).rules if r.chain not in ("INPUT", INPUT_CHAIN)]
+        assert tuple(mail) == plain.family(family).rules
+
+
+def test_input_jump_is_listed_where_the_kernel_lists_it():
+    """Built-in chains first (FORWARD, INPUT), then ours by name: netfilter.read_family's order."""
+    fam = compiler.compile_config(build("management")).family(4)
+    chains = [r.chain for r in fam.rules]
+    assert chains[:2] == ["FORWARD", "INPUT"]
+    assert chains[2:] == sorted(chains[2:])

@@ -609,3 +609,114 @@ def test_knock_list_size_is_optional_and_bounded():
     assert config.from_dict(make(knock_list_size=50000)).to_dict()["knock_list_size"] == 50000
     for bad in (99, 1_000_001, "10000", True):
         assert "knock_list_size" in refuse(make(knock_list_size=bad))
+
+
+# ---- the management address ------------------------------------------------------------------
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx admin@example.test"
+
+
+def managed(**management: Any) -> dict[str, Any]:
+    return make(management={"address": "192.0.2.5/24", **management})
+
+
+def test_no_management_by_default():
+    assert config.from_dict(make()).management is None
+    assert "management" not in config.from_dict(make()).to_dict()
+    assert config.from_dict(make(management=None)).management is None
+
+
+def test_management_accepted_and_round_trips():
+    cfg = config.from_dict(
+        managed(
+            address=["192.0.2.5/24", "2001:db8::5/64"],
+            gateway=["192.0.2.1", "fe80::1"],
+            ssh_keys=[SSH_KEY],
+            allow=["198.51.100.0/24", "2001:db8:ad::/48"],
+            metrics=False,
+        )
+    )
+    m = cfg.management
+    assert m.families() == (4, 6)
+    assert str(m.address(4)) == "192.0.2.5/24" and str(m.gateway(6)) == "fe80::1"
+    assert m.ssh_keys == (SSH_KEY,) and m.metrics is False
+    assert config.parse_yaml(cfg.to_yaml()) == cfg
+
+
+def test_management_defaults():
+    m = config.from_dict(managed()).management
+    assert m.gateways == () and m.ssh_keys == () and m.allow == () and m.metrics is True
+
+
+@pytest.mark.parametrize(
+    ("management", "field", "words"),
+    [
+        ({"address": None}, "management.address", "missing"),
+        ({"address": "192.0.2.5"}, "management.address", "192.0.2.5/24"),
+        ({"address": "2001:db8::5"}, "management.address", "2001:db8::5/64"),
+        ({"address": "mail.example.test/24"}, "management.address", "not an address"),
+        ({"address": "192.0.2.10/24"}, "management.address", "mail server"),
+        ({"address": "127.0.0.2/8"}, "management.address", "cannot be"),
+        ({"address": "192.0.2.0/24"}, "management.address", "first"),
+        ({"address": "192.0.2.255/24"}, "management.address", "last"),
+        ({"address": ["192.0.2.5/24", "192.0.2.6/24"]}, "management.address[1]", "one per family"),
+        ({"address": {"a": 1}}, "management.address", "must be"),
+        ({"gateway": "198.51.100.1"}, "management.gateway", "not in 192.0.2.0/24"),
+        ({"gateway": "192.0.2.5"}, "management.gateway", "own address"),
+        ({"gateway": "2001:db8::1"}, "management.gateway", "IPv6 management address"),
+        ({"gateway": ["192.0.2.1", "192.0.2.2"]}, "management.gateway[1]", "one per family"),
+        ({"ssh_keys": "ssh-ed25519 AAAA"}, "management.ssh_keys", "list"),
+        ({"ssh_keys": [SSH_KEY, SSH_KEY]}, "management.ssh_keys[1]", "twice"),
+        ({"allow": ["198.51.100.1/24"]}, "management.allow[0]", "host bits"),
+        ({"allow": ["2001:db8::/32"]}, "management.allow[0]", "no management address is"),
+        ({"metrics": "yes"}, "management.metrics", "true or false"),
+        ({"port": 22}, "management.port", "unknown key"),
+    ],
+)
+def test_management_refused(management: dict[str, Any], field: str, words: str):
+    errors = refuse(managed(**management))
+    assert field in errors, errors
+    assert words in errors[field], errors[field]
+
+
+def test_management_not_a_mapping():
+    assert only_error(make(management="192.0.2.5/24"))[0] == "management"
+
+
+def test_allow_must_cover_every_management_family():
+    errors = refuse(managed(address=["192.0.2.5/24", "2001:db8::5/64"], allow=["198.51.100.0/24"]))
+    assert "nobody could reach the IPv6" in errors["management.allow"]
+
+
+def test_link_local_ipv6_gateway_is_fine():
+    cfg = config.from_dict(managed(address=["192.0.2.5/24", "2001:db8::5/64"], gateway=["fe80::1"]))
+    assert str(cfg.management.gateway(6)) == "fe80::1"
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("", "empty"),
+        ("AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx", "start with the key type"),
+        ('from="198.51.100.0/24" ' + SSH_KEY, "options are not supported"),
+        ("ssh-dss AAAAB3NzaC1kc3M=", "not accepted"),
+        ("ssh-ed25519", "without the key"),
+        ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5", "base64"),
+        ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx", "not a ssh-rsa key"),
+        (SSH_KEY + "\nssh-ed25519 AAAA", "spans lines"),
+        (42, "public key line"),
+    ],
+)
+def test_ssh_key_refused(key: Any, words: str):
+    with pytest.raises(ValueError, match=words):
+        config.parse_ssh_key(key)
+
+
+def test_ssh_key_normalized():
+    assert config.parse_ssh_key("  " + SSH_KEY.replace(" ", "   ", 1) + "  ") == SSH_KEY
+    assert config.parse_ssh_key(SSH_KEY.rsplit(" ", 1)[0]) == SSH_KEY.rsplit(" ", 1)[0]  # no comment
+
+
+def test_all_management_errors_at_once():
+    errors = refuse(managed(address="192.0.2.5", ssh_keys=["nope"], metrics=1))
+    assert {"management.address", "management.ssh_keys[0]", "management.metrics"} <= set(errors)

@@ -84,11 +84,24 @@ def prepare(bridge: Bridge) -> None:
                 _write_sysctl(port_ipv6, "1")  # a port is layer 2 only: no ND or MLD of its own
             ipr.link("set", index=_index(ipr, port), master=index)
         ipr.link("set", index=index, state="up")
-        # A reset (REJECT tcp-reset) on bridged traffic is only sent if some route
-        # leads back toward the client; it then leaves with the mail server's MAC.
-        ipr.route("replace", dst="0.0.0.0/0", oif=index, priority=RESET_ROUTE_METRIC, family=socket.AF_INET)
-        if ipv6.exists():
-            ipr.route("replace", dst="::/0", oif=index, priority=RESET_ROUTE_METRIC, family=socket.AF_INET6)
+        _add_reset_routes(ipr, index, bridge.name)
+
+
+def _add_reset_routes(ipr: IPRoute, index: int, name: str) -> None:
+    # A reset (REJECT tcp-reset) on bridged traffic is only sent if some route
+    # leads back toward the client; it then leaves with the mail server's MAC.
+    ipr.route("replace", dst="0.0.0.0/0", oif=index, priority=RESET_ROUTE_METRIC, family=socket.AF_INET)
+    if Path(f"/proc/sys/net/ipv6/conf/{name}").exists():
+        ipr.route("replace", dst="::/0", oif=index, priority=RESET_ROUTE_METRIC, family=socket.AF_INET6)
+
+
+def ensure_reset_routes(name: str) -> None:
+    """Put the reset routes back: the kernel flushes an interface's IPv4 routes when its
+    last IPv4 address goes (e.g. the management address is removed)."""
+    with IPRoute() as ipr:
+        index = _index(ipr, name)
+        if index is not None:
+            _add_reset_routes(ipr, index, name)
 
 
 def open_ports(bridge: Bridge) -> None:
@@ -126,6 +139,7 @@ class BridgeState:
     sysctl_iptables: bool
     sysctl_ip6tables: bool
     ports: tuple[PortState, ...]
+    reset_routes: tuple[int, ...] = ()  # families with the route resets need
 
     @property
     def filtering(self) -> bool:
@@ -156,6 +170,15 @@ def read_state(bridge: Bridge) -> BridgeState:
             info = link.get_attr("IFLA_LINKINFO")
             data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
             data = data or {}
+        reset_routes = tuple(
+            family
+            for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6))
+            if index is not None
+            and any(
+                r.get_attr("RTA_PRIORITY") == RESET_ROUTE_METRIC and r["dst_len"] == 0
+                for r in ipr.get_routes(family=af, oif=index)
+            )
+        )
         ports = []
         for name in (bridge.outside, bridge.inside):
             port_index = _index(ipr, name)
@@ -182,4 +205,5 @@ def read_state(bridge: Bridge) -> BridgeState:
         sysctl_iptables=_read_sysctl(NF_SYSCTLS[4]) == "1",
         sysctl_ip6tables=_read_sysctl(NF_SYSCTLS[6]) == "1",
         ports=tuple(ports),
+        reset_routes=reset_routes,
     )

@@ -246,6 +246,7 @@ class Engine:
     def _set_management(self, bridge_name: str, wanted: Management | None, quiet: bool = False) -> None:
         try:
             management.apply(bridge_name, wanted)
+            bridge.ensure_reset_routes(bridge_name)
             management.write_authorized_keys(self.authorized_keys, wanted)
         except (management.ManagementError, OSError):
             if not quiet:
@@ -297,6 +298,12 @@ class Engine:
             lists = self.knock_reports()
             managed = management.read_state(config.bridge.name) if config else None
             management_problems = management.problems(config.management, managed) if config else []
+            missing_routes = [
+                f"IPv{family} has no route for resets: refused senders wait for a timeout instead of a reset; "
+                "`mxknock reload` puts it back"
+                for family in (config.families() if config and bridge_state and bridge_state.present else ())
+                if family not in bridge_state.reset_routes
+            ]
             warnings = (
                 *management_problems,  # the mail is filtered all the same: a warning
                 self.notice,
@@ -308,7 +315,7 @@ class Engine:
                 rule_problems,
                 bridge_state,
                 lists,
-                extra_problems=(self.last_error,) if self.last_error else (),
+                extra_problems=(*missing_routes, *((self.last_error,) if self.last_error else ())),
                 extra_warnings=tuple(w for w in warnings if w),
             )
             return {

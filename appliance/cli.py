@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import config as config_module
-from . import mxcheck
+from . import metrics, mxcheck
 from .compiler import compile_config
 from .config import ConfigError
 from .control import ControlClient, ControlError
@@ -85,6 +87,23 @@ def cmd_trusted(args: argparse.Namespace, client: ControlClient) -> Any:
     if not args.entries:
         raise ConfigError([config_module.FieldError("trusted", f"give at least one address to {args.action}")])
     return client.call(f"trusted_{args.action}", entries=args.entries)
+
+
+def cmd_metrics(args: argparse.Namespace, client: ControlClient) -> Any:
+    return {"metrics": metrics.render(client.call("status"))}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Whole or not at all: node_exporter's textfile collector may read at any moment."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def simple(command: str) -> Any:
@@ -219,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["add", "remove", "list"])
     p.add_argument("entries", nargs="*", metavar="ADDRESS")
     sub.add_parser("default-config", help="print the embedded default config")
+    p = sub.add_parser("metrics", help="status as Prometheus metrics (for node_exporter's textfile collector)")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write them to FILE (atomically) instead of stdout")
     p = sub.add_parser("console", help="the full-screen console (tty1, serial line)")
     # Also accepted after the subcommand; SUPPRESS keeps a --socket given before it.
     p.add_argument("--socket", type=Path, default=argparse.SUPPRESS, help="control socket of mxknockd")
@@ -246,6 +267,7 @@ COMMANDS = {
     "trusted": cmd_trusted,
     "check-mx": cmd_check_mx,
     "default-config": lambda args, client: config_module.default_text(),
+    "metrics": cmd_metrics,
 }
 
 
@@ -260,10 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         _error(args, str(exc), exc.to_json())
         return EXIT_INVALID
     except ControlError as exc:
+        if args.command == "metrics" and exc.unreachable:
+            # mxknock_up 0 all the same, so that an alert can fire on it.
+            return _metrics_out(args, metrics.render_unreachable(str(exc)), EXIT_UNREACHABLE, str(exc))
         _error(args, str(exc), exc.errors)
         if exc.unreachable:
             return EXIT_UNREACHABLE
         return EXIT_INVALID if exc.errors else EXIT_FAILED
+    if args.command == "metrics":
+        return _metrics_out(args, result["metrics"], EXIT_OK)
     print(json.dumps(result, indent=2) if args.json else show(args.command, result, args))
     if args.command == "status":
         return HEALTH_EXIT.get(result["health"], EXIT_FAILED)
@@ -271,6 +298,22 @@ def main(argv: list[str] | None = None) -> int:
         levels = {f["level"] for d in result["domains"] for f in d["findings"]}
         return EXIT_FAILED if mxcheck.ERROR in levels else EXIT_WARNING if mxcheck.WARNING in levels else EXIT_OK
     return EXIT_OK
+
+
+def _metrics_out(args: argparse.Namespace, text: str, code: int, error: str | None = None) -> int:
+    if error is not None:
+        print(f"mxknock: {error}", file=sys.stderr)
+    if args.output is not None:
+        try:
+            write_atomically(args.output, text)
+        except OSError as exc:
+            print(f"mxknock: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
+    elif args.json:
+        print(json.dumps({"metrics": text, **({"error": error} if error else {})}, indent=2))
+    else:
+        print(text, end="")
+    return code
 
 
 def run_console(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,14 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as exc:  # the daemon must outlive any one bad request
             log.exception("command %s failed", command)
             return {"ok": False, "error": str(exc)}
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hung up before its answer (a scrape that timed out, Ctrl+C on the
+        # CLI) is not the daemon's fault: one line, not a traceback in the journal.
+        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            log.info("a control client hung up before its answer")
+            return
+        super().handle_error(request, client_address)
 
     def serve_in_thread(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="control-api", daemon=True)

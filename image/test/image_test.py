@@ -1,6 +1,6 @@
 """`make image-test`: boot the built image under qemu + OVMF and push real traffic through it.
 
-Two boots, each with the guest's serial console in a file and its two NICs in the namespace
+Three boots, each with the guest's serial console in a file and its two NICs in the namespace
 lab of vmlab.py (every wait bounded; the namespaces, and with them the taps, removed after):
 
 configured: the config image/test/test-config.yaml handed over as the systemd credential
@@ -15,6 +15,11 @@ configured: the config image/test/test-config.yaml handed over as the systemd cr
   - the box stays invisible: no frame on the outside wire from the box itself (a warning unless
     --strict-invisible)
   - a clean power-off (ACPI, through QMP)
+managed: the same config plus a management address (192.0.2.5/24, 2001:db8::5/64) with an
+  SSH key made for the run, SSH and metrics allowed from one lab address only. Checks: root
+  logs in over SSH with the key (IPv4 and IPv6) and `mxknock status` answers there; sshd's host
+  keys were made on the box; the metrics endpoint serves Prometheus text with the daemon's
+  counters; an address outside management.allow gets no answer on 22 or 9425.
 unconfigured: the image as shipped. Checks: ready with health critical and no filtering, nothing
   forwarded (no bridge exists), the console's first-start setup on the serial line, power-off.
 
@@ -76,9 +81,9 @@ def plain(data: bytes) -> str:
     return ANSI.sub(b"", data).replace(b"\r", b"").decode(errors="replace")
 
 
-def probe(ns: str, source: str, dest: str, timeout: float = 10) -> dict:
+def probe(ns: str, source: str, dest: str, timeout: float = 10, port: int = 25) -> dict:
     out = subprocess.run(
-        vmlab.in_ns(ns, sys.executable, str(HERE / "probe.py"), source, dest, "25", "--timeout", str(timeout)),
+        vmlab.in_ns(ns, sys.executable, str(HERE / "probe.py"), source, dest, str(port), "--timeout", str(timeout)),
         capture_output=True,
         text=True,
         timeout=timeout + 20,
@@ -345,6 +350,130 @@ def configured(args: argparse.Namespace, checks: Checks, figures: dict) -> None:
         boot.power_off()
 
 
+BOX = ["192.0.2.5", "2001:db8::5"]
+SSH_OPTIONS = [
+    "-o", "BatchMode=yes",
+    "-o", "StrictHostKeyChecking=no",
+    "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR",
+    "-o", "ConnectTimeout=15",
+]  # fmt: skip
+FETCH = (
+    "import socket,sys\n"
+    "src,dst=sys.argv[1],sys.argv[2]\n"
+    "s=socket.create_connection((dst,9425),timeout=20,source_address=(src,0))\n"
+    "s.sendall(b'GET /metrics HTTP/1.0\\r\\nHost: mxknock\\r\\n\\r\\n')\n"
+    "data=b''\n"
+    "while chunk:=s.recv(65536): data+=chunk\n"
+    "sys.stdout.write(data.decode())\n"
+)
+
+
+def managed_config(out: Path, base: Path, public_key: str) -> Path:
+    management = {
+        "address": [f"{BOX[0]}/24", f"{BOX[1]}/64"],
+        "ssh_keys": [public_key],
+        "allow": [f"{vmlab.CLIENT_V4[0]}/32", f"{vmlab.CLIENT_V6[0]}/128"],
+        "metrics": True,
+    }
+    path = out / "managed-config.yaml"
+    # JSON is YAML: no YAML library needed on the host.
+    path.write_text(base.read_text().rstrip("\n") + f"\nmanagement: {json.dumps(management)}\n")
+    return path
+
+
+def managed(args: argparse.Namespace, checks: Checks, figures: dict) -> None:
+    out = Path(args.out)
+    key = out / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)], check=True)
+    config = managed_config(out, Path(args.config), (out / "id_ed25519.pub").read_text().strip())
+    with Boot(args, "managed", config, checks, figures) as boot:
+        found = boot.wait_ready()
+        if found is None:
+            return
+        checks.check(
+            "[managed] ready with a management address: health ok, filtering verified",
+            b"READY health=ok filtering=verified" in found.group(0),
+            found.group(0).decode(errors="replace"),
+        )
+        lab = boot.lab
+
+        def ssh(source: str, box: str, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+            argv = ["ssh", *SSH_OPTIONS, "-i", str(key), "-b", source, f"root@{box}", *command]
+            return subprocess.run(vmlab.in_ns(lab.client, *argv), capture_output=True, text=True, timeout=timeout)
+
+        print("== image-test [managed]: SSH to the management address", flush=True)
+        start = time.monotonic()
+        # sshd starts once mxknockd wrote the keys, and makes its host keys first (slow under TCG).
+        login = wait_for(
+            lambda: (r := ssh(vmlab.CLIENT_V4[0], BOX[0], "mxknock", "status", "--json")).returncode in (0, 4, 5) and r,
+            180,
+            step=3,
+        )
+        figures["managed"]["ssh_after_ready_s"] = round(time.monotonic() - start, 1)
+        status = {}
+        if login:
+            try:
+                status = json.loads(login.stdout)
+            except ValueError:
+                status = {}
+        checks.check(
+            "[managed] root logs in over SSH (IPv4) with the key and `mxknock status` answers",
+            status.get("health") == "ok",
+            f"after {figures['managed']['ssh_after_ready_s']} s: "
+            + (f"health {status.get('health')}, problems {status.get('problems')}" if login else "no login"),
+        )
+        addresses = {a["address"] for a in (status.get("management") or {}).get("addresses", [])}
+        checks.check(
+            "[managed] status shows the management addresses on the bridge",
+            {f"{BOX[0]}/24", f"{BOX[1]}/64"} <= addresses,
+            ", ".join(sorted(addresses)) or "none",
+        )
+        v6 = ssh(vmlab.CLIENT_V6[0], BOX[1], "sh", "-c", "'ls /etc/ssh/ssh_host_*_key.pub; systemctl is-active ssh'")
+        checks.check(
+            "[managed] SSH over IPv6 too; sshd's host keys were made on the box",
+            v6.returncode == 0 and "ssh_host_ed25519_key.pub" in v6.stdout and "active" in v6.stdout,
+            (v6.stdout + v6.stderr).strip().replace("\n", " ")[:200],
+        )
+
+        print("== image-test [managed]: metrics", flush=True)
+        for source, mx1, mx2 in ((vmlab.CLIENT_V4[0], vmlab.MX1[0], vmlab.MX2[0]),):
+            probe(lab.client, source, mx1)  # a knock, so the counters have something to show
+            probe(lab.client, source, mx2)
+        for source, box in ((vmlab.CLIENT_V4[0], BOX[0]), (vmlab.CLIENT_V6[0], BOX[1])):
+            fetch = subprocess.run(
+                vmlab.in_ns(lab.client, sys.executable, "-c", FETCH, source, box),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            text = fetch.stdout
+            knocks = re.search(
+                r'^mxknock_connections_total\{[^}]*kind="knocks"[^}]*family="ipv4"[^}]*\} (\d+)', text, re.M
+            )
+            checks.check(
+                f"[managed] metrics at http://{box}:9425/metrics: Prometheus text with the daemon's counters",
+                fetch.returncode == 0
+                and " 200 " in text.split("\n", 1)[0]
+                and re.search(r"^mxknock_up 1$", text, re.M) is not None
+                and bool(knocks)
+                and int(knocks.group(1)) >= 1,
+                text.split("\n", 1)[0].strip()
+                + (f", knocks ipv4 {knocks.group(1)}" if knocks else ", no knock counter")
+                + (f" {fetch.stderr.strip()[-200:]}" if fetch.returncode else ""),
+            )
+
+        stranger = vmlab.CLIENT_V4[1]
+        results = {port: probe(lab.client, stranger, BOX[0], timeout=4, port=port)["result"] for port in (22, 9425)}
+        checks.check(
+            f"[managed] {stranger} (not in management.allow) gets no answer on 22 or 9425",
+            set(results.values()) == {"timeout"},
+            json.dumps(results),
+        )
+        boot.stop_capture()
+        boot.power_off()
+
+
 def unconfigured(args: argparse.Namespace, checks: Checks, figures: dict) -> None:
     with Boot(args, "unconfigured", None, checks, figures) as boot:
         found = boot.wait_ready()
@@ -387,7 +516,7 @@ def main() -> int:
     parser.add_argument("--accel", default="tcg")
     parser.add_argument("--boot-timeout", type=float, default=420)
     parser.add_argument("--out", default="build/image/test")
-    parser.add_argument("--scenarios", default="configured,unconfigured")
+    parser.add_argument("--scenarios", default="configured,managed,unconfigured")
     parser.add_argument(
         "--strict-invisible",
         action="store_true",
@@ -395,7 +524,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     vmlab.check_host()
-    for tool in ("swaks", "tcpdump"):
+    for tool in ("swaks", "tcpdump", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             sys.exit(f"image-test: {tool} is missing: run `make image-host-deps`")
     if not Path(args.disk).exists():
@@ -406,7 +535,7 @@ def main() -> int:
     checks, figures = Checks(), {}
     start = time.monotonic()
     for name in args.scenarios.split(","):
-        {"configured": configured, "unconfigured": unconfigured}[name](args, checks, figures)
+        {"configured": configured, "managed": managed, "unconfigured": unconfigured}[name](args, checks, figures)
     figures["test_s"] = round(time.monotonic() - start, 1)
     (Path(args.out) / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"== image-test: figures {json.dumps(figures)}")

@@ -177,7 +177,8 @@ class Config:
         }
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        # No line wrapping: an SSH key split over two lines looks cut to an admin reading the file.
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False, width=float("inf"))
 
 
 def _net_str(net: IPNetwork) -> str:

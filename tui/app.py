@@ -109,11 +109,11 @@ class ConsoleApp(App[None]):
     # ---- flows shared by screens ---------------------------------------------------
 
     def open_form(self, screen: Any) -> None:
-        """Push a config form (setup or edit); an applied change leads to the countdown."""
+        """Push a config form (setup, edit, management); an applied change leads to the countdown."""
 
         def done(result: dict[str, Any] | None) -> None:
             if result is not None:
-                self.push_screen(PendingScreen(result["config"], result.get("confirm_within")))
+                self.push_screen(PendingScreen(result["config"], result.get("confirm_within"), result.get("check")))
             self.poll_status()
 
         self.push_screen(screen, done)

@@ -101,10 +101,15 @@ def candidate(base: Mapping[str, Any], texts: Mapping[str, str]) -> dict[str, An
 
 
 def field_of(error_field: str, fields: Iterable[str]) -> str:
-    """The form field an error belongs to: mx1[0] -> mx1, bridge.outside -> outside."""
+    """The form field an error belongs to: mx1[0] -> mx1, bridge.outside -> outside,
+    management.gateway[1] -> gateway (on the management form; elsewhere: general)."""
     fields = tuple(fields)
     top, _, rest = error_field.partition(".")
     top = top.split("[", 1)[0]
+    if top == "management" and rest:
+        # Its keys are the management form's fields; "management" alone is its on/off switch.
+        sub = rest.split("[", 1)[0].split(".", 1)[0]
+        return sub if sub in fields else GENERAL
     if top == "bridge" and rest in fields:
         return rest
     if top == "bridge" and "inside" in fields:
@@ -145,7 +150,8 @@ def judge(base: Mapping[str, Any], texts: Mapping[str, str], fields: Iterable[st
 
 
 def to_yaml(data: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False)
+    # No folding: an SSH key split over two lines would look cut in the review's diff.
+    return yaml.safe_dump(dict(data), sort_keys=False, default_flow_style=False, width=float("inf"))
 
 
 def parse_entries(text: str) -> tuple[list[str], list[str]]:

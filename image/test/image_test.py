@@ -405,11 +405,13 @@ def managed(args: argparse.Namespace, checks: Checks, figures: dict) -> None:
         print("== image-test [managed]: SSH to the management address", flush=True)
         start = time.monotonic()
         # sshd starts once mxknockd wrote the keys, and makes its host keys first (slow under TCG).
-        login = wait_for(
-            lambda: (r := ssh(vmlab.CLIENT_V4[0], BOX[0], "mxknock", "status", "--json")).returncode in (0, 4, 5) and r,
-            180,
-            step=3,
-        )
+        attempts: list[subprocess.CompletedProcess] = []
+
+        def log_in() -> subprocess.CompletedProcess | None:
+            attempts.append(ssh(vmlab.CLIENT_V4[0], BOX[0], "mxknock", "status", "--json"))
+            return attempts[-1] if attempts[-1].returncode in (0, 4, 5) else None  # status' own exit codes
+
+        login = wait_for(log_in, 180, step=3)
         figures["managed"]["ssh_after_ready_s"] = round(time.monotonic() - start, 1)
         status = {}
         if login:
@@ -421,7 +423,14 @@ def managed(args: argparse.Namespace, checks: Checks, figures: dict) -> None:
             "[managed] root logs in over SSH (IPv4) with the key and `mxknock status` answers",
             status.get("health") == "ok",
             f"after {figures['managed']['ssh_after_ready_s']} s: "
-            + (f"health {status.get('health')}, problems {status.get('problems')}" if login else "no login"),
+            + (
+                f"health {status.get('health')}, problems {status.get('problems')}"
+                if login
+                else f"no login in {len(attempts)} attempts; the last: exit {attempts[-1].returncode}, "
+                f"{attempts[-1].stderr.strip()[-300:]!r}"
+                if attempts
+                else "no attempt"
+            ),
         )
         addresses = {a["address"] for a in (status.get("management") or {}).get("addresses", [])}
         checks.check(

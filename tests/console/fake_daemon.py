@@ -12,12 +12,14 @@ from collections.abc import Callable
 from ipaddress import ip_address
 from typing import Any
 
+from appliance import management
 from appliance import status as engine_status
 from appliance.compiler import compile_config
-from appliance.config import Config, ConfigError, FieldError, edit_networks, parse_yaml, proven_sender
+from appliance.config import METRICS_PORT, Config, ConfigError, FieldError, edit_networks, parse_yaml, proven_sender
 from appliance.control import ControlError
 
 SOCKET = "/run/mxknock/control.sock"
+BRIDGE_MAC = "52:54:00:aa:aa:aa"
 UNREACHABLE = f"mxknockd is not running (no socket at {SOCKET}): start it with `systemctl start mxknockd`"
 TIMEOUT_PROBLEM = "a change was not confirmed in time and was rolled back"
 
@@ -94,6 +96,7 @@ class FakeDaemon:
         self.capacity = 100
         self.carrier = {"eth0": True, "eth1": True}
         self.filtering = True
+        self.dad_failed: set[str] = set()  # management addresses another host on the link has
 
     # ---- the control API ---------------------------------------------------------
 
@@ -134,6 +137,8 @@ class FakeDaemon:
             for kl in lists
             if kl["evicting"]
         ]
+        if config:
+            warnings[:0] = management.problems(config.management, self.management_state(config))
         return {
             "health": "critical" if problems else "warning" if warnings else "ok",
             "problems": problems,
@@ -147,6 +152,7 @@ class FakeDaemon:
             },
             "knock_lists": lists,
             "trusted": self.trusted_counts() if config else {"total": 0},
+            "management": self.management_status(config),
             "pending": None
             if self.pending is None
             else {"seconds_left": max(0.0, round(self.pending["deadline"] - self.clock(), 1))},
@@ -168,6 +174,30 @@ class FakeDaemon:
             "ports": ports,
             "filtering": self.filtering,
             "forwarding": True,
+        }
+
+    def management_state(self, config: Config) -> management.ManagementState:
+        """br0 as the engine would read it back: the configured addresses (with the
+        link-local one IPv6 brings), flagged where duplicate address detection failed."""
+        wanted = management.wanted_addresses(config.management, BRIDGE_MAC)
+        addresses = tuple(
+            management.AddressState(str(a), tentative=False, dad_failed=str(a.ip) in self.dad_failed)
+            for a in sorted(wanted, key=lambda a: (a.version, str(a)))
+        )
+        gateways = tuple(str(g) for g in config.management.gateways) if config.management else ()
+        return management.ManagementState(addresses, gateways)
+
+    def management_status(self, config: Config | None) -> dict[str, Any] | None:
+        """As Engine._management_status: None without a management section."""
+        if config is None or config.management is None:
+            return None
+        wanted = config.management
+        return {
+            **self.management_state(config).to_json(),
+            "ssh": bool(wanted.ssh_keys),
+            "metrics": wanted.metrics,
+            "metrics_port": METRICS_PORT,
+            "allow": [str(n) for n in wanted.allow],
         }
 
     def cmd_knocks(self) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """The console's pure parts: the form model (judged by appliance.config), rates,
-formatting, diffs and the interface lister. No Textual needed."""
+formatting, diffs, the interface lister and the management form. No Textual needed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from appliance import config as cfg
 from tui import diff, form
 from tui import format as fmt
+from tui import management_form as mf
 from tui.interfaces import list_interfaces
 from tui.rates import RateTracker
 
@@ -196,3 +197,141 @@ def test_no_sysfs_means_no_interfaces(tmp_path):
 def test_this_machines_interfaces_can_be_listed():
     for iface in list_interfaces():  # whatever this machine has; it must not raise
         assert iface.name and iface.operstate
+
+
+# ---- the management form ----------------------------------------------------------------
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILRbC91NRp/0UZbI3uknIplLexQS9enUyC9nJjDcDR+i admin@laptop"
+KEY2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIy2jTvRSnNDATPA4eWnT7omzHeHbEg1OR7ZhlY70qUF backup@host"
+MANAGED = {
+    **BASE,
+    "management": {
+        "address": ["192.0.2.5/24", "2001:db8::5/64"],
+        "gateway": ["192.0.2.1"],
+        "ssh_keys": [KEY, KEY2],
+        "allow": ["198.51.100.0/24", "2001:db8:aa::/48"],
+        "metrics": True,
+    },
+}
+ON = {"management": "on", "address": "192.0.2.5/24", "gateway": "", "allow": "", "metrics": "yes", "ssh_keys": ""}
+
+
+def management_errors(**texts: str) -> dict[str, list[str]]:
+    return mf.judge(BASE, {**ON, **texts}).errors
+
+
+def test_management_texts_round_trip_to_the_same_config():
+    texts = mf.texts_from(MANAGED)
+    assert texts == {
+        "management": "on",
+        "address": "192.0.2.5/24, 2001:db8::5/64",
+        "gateway": "192.0.2.1",
+        "allow": "198.51.100.0/24, 2001:db8:aa::/48",
+        "metrics": "yes",
+        "ssh_keys": f"{KEY}\n{KEY2}",
+    }
+    verdict = mf.judge(MANAGED, texts)
+    assert verdict.valid and verdict.config.to_dict() == cfg.from_dict(MANAGED).to_dict()
+
+
+def test_management_absent_is_off_and_off_removes_the_section():
+    assert mf.texts_from(BASE)["management"] == "off"
+    data = mf.candidate(MANAGED, {**mf.texts_from(MANAGED), "management": "off"})
+    assert "management" not in data
+    assert data["mx1"] == MANAGED["mx1"]  # the rest of the config stays
+    assert mf.judge(BASE, mf.texts_from(BASE)).valid
+    assert "management" not in cfg.parse_yaml(form.to_yaml(data)).to_dict()
+
+
+def test_management_on_builds_the_section_from_the_texts():
+    texts = {
+        **ON,
+        "address": "192.0.2.5/24,2001:db8::5/64",
+        "gateway": "192.0.2.1 ",
+        "allow": "198.51.100.0/24  2001:db8:aa::/48",
+        "metrics": "no",
+        "ssh_keys": f"\n  {KEY}  \n\n{KEY2}\n",
+    }
+    assert mf.candidate(BASE, texts)["management"] == {
+        "address": ["192.0.2.5/24", "2001:db8::5/64"],
+        "gateway": ["192.0.2.1"],
+        "ssh_keys": [KEY, KEY2],
+        "allow": ["198.51.100.0/24", "2001:db8:aa::/48"],
+        "metrics": False,
+    }
+    config = mf.judge(BASE, texts).config
+    assert config is not None and config.management.metrics is False
+    assert [str(a) for a in config.management.addresses] == ["192.0.2.5/24", "2001:db8::5/64"]
+
+
+def test_ssh_keys_are_one_per_line_numbered_as_the_text_area_numbers_them():
+    assert mf.key_lines("") == []
+    assert mf.key_lines(f"\n{KEY}\r\n  \n{KEY2}") == [(2, KEY), (4, KEY2)]
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "expected"),
+    [
+        ("address", "", "missing: give the box's own address with its prefix"),
+        ("address", "192.0.2.5", "give the prefix length too, e.g. 192.0.2.5/24"),
+        ("address", "192.0.2.300/24", "not an address with a prefix length: '192.0.2.300/24'"),
+        ("address", "192.0.2.10/24", "is the mail server's (an MX address)"),
+        ("address", "192.0.2.5/24 192.0.2.6/24", "a second IPv4 address; give one per family"),
+        ("gateway", "198.51.100.1", "198.51.100.1 is not in 192.0.2.0/24"),
+        ("gateway", "2001:db8::1", "an IPv6 gateway needs an IPv6 management address"),
+        ("allow", "198.51.100.1/24", "has host bits set; did you mean 198.51.100.0/24?"),
+        ("allow", "2001:db8::/32", "2001:db8::/32 is IPv6 but no management address is"),
+    ],
+)
+def test_each_management_field_gets_the_engines_own_message(field, text, expected):
+    errors = management_errors(**{field: text})
+    assert any(expected in message for message in errors.get(field, [])), errors
+
+
+def test_a_bad_key_is_named_by_its_line():
+    errors = management_errors(ssh_keys=f"{KEY}\n\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL\n{KEY}")
+    assert errors == {
+        "ssh_keys": [
+            "line 3: the key is not valid base64: was it cut while copying?",
+            "line 4: this key is listed twice",
+        ]
+    }
+    assert "line 1: not a public key line" in management_errors(ssh_keys="AAAA admin")["ssh_keys"][0]
+
+
+def test_management_error_fields_map_to_the_management_form():
+    fields = mf.FIELDS
+    assert form.field_of("management.gateway[1]", fields) == "gateway"
+    assert form.field_of("management.address", fields) == "address"
+    assert form.field_of("management.allow[2]", fields) == "allow"
+    assert form.field_of("management.metrics", fields) == "metrics"
+    assert form.field_of("management", fields) == "management"  # e.g. not a mapping: the switch
+    assert form.field_of("management.nonsense", fields) == form.GENERAL
+    assert form.field_of("mx1[0]", fields) == form.GENERAL
+    # Elsewhere the management section is nobody's field: shown with its name.
+    assert form.field_of("management.address[0]", form.EDIT_FIELDS) == form.GENERAL
+    grouped = form.group_errors([{"field": "management.gateway[0]", "message": "no route"}], form.EDIT_FIELDS)
+    assert grouped == {form.GENERAL: ["management.gateway[0]: no route"]}
+    texts = {**ON, "ssh_keys": f"\n{KEY}\n{KEY2}"}
+    engine = [
+        {"field": "management.ssh_keys[1]", "message": "sshd refused it"},
+        {"field": "management.gateway", "message": "192.0.2.1 does not answer"},
+        {"field": "window", "message": "too long"},
+    ]
+    assert mf.group_errors(engine, texts) == {
+        "ssh_keys": ["line 3: sshd refused it"],
+        "gateway": ["192.0.2.1 does not answer"],
+        form.GENERAL: ["window: too long"],
+    }
+
+
+def test_long_ssh_keys_stay_on_one_line_in_the_yaml():
+    text = form.to_yaml(MANAGED)
+    assert f"  - {KEY}\n" in text and f"  - {KEY2}\n" in text
+    assert cfg.parse_yaml(text).management.ssh_keys == (KEY, KEY2)
+
+
+def test_the_edit_form_keeps_the_management_section():
+    data = form.candidate(MANAGED, {**GOOD, "window": "600"})
+    assert data["management"] == MANAGED["management"]
+    assert form.judge(MANAGED, {**GOOD, "window": "600"}, form.EDIT_FIELDS).config.management is not None

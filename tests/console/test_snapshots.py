@@ -12,10 +12,12 @@ import pytest
 
 pytest.importorskip("pytest_textual_snapshot")
 
-from textual.widgets import Input
+from textual.widgets import Input, Select, TextArea
 
 from .conftest import SIZE
+from .fake_daemon import FakeDaemon
 from .helpers import poll, settle
+from .test_management import KEY, MANAGED_YAML
 
 
 def snap(snap_compare, app, *steps) -> bool:
@@ -35,9 +37,12 @@ def snap(snap_compare, app, *steps) -> bool:
 
 def fill(name: str, text: str):
     async def step(pilot) -> None:
-        control = pilot.app.screen.query_one(f"#{name}", Input)
+        control = pilot.app.screen.query_one(f"#{name}")
         control.focus()
-        control.value = text
+        if isinstance(control, TextArea):
+            control.text = text
+        elif isinstance(control, Select | Input):
+            control.value = text
         await pilot.pause()
 
     return step
@@ -63,6 +68,12 @@ def test_dashboard_with_problems_warnings_and_a_pending_change(snap_compare, mak
     daemon.carrier["eth1"] = False
     daemon.filtering = False
     daemon.pending = {"previous": daemon.config, "text": daemon.config.to_yaml(), "deadline": clock() + 42}
+    assert snap(snap_compare, make_app())
+
+
+def test_dashboard_with_management_and_a_duplicate_address(snap_compare, make_app, daemon):
+    daemon.config = FakeDaemon(MANAGED_YAML).config
+    daemon.dad_failed.add("2001:db8::5")
     assert snap(snap_compare, make_app())
 
 
@@ -104,6 +115,31 @@ def test_countdown_timed_out(snap_compare, make_app, daemon, clock):
         pilot.app.screen.tick()
 
     assert snap(snap_compare, make_app(), "e", fill("window", "3600"), "f2", "a", time_out)
+
+
+# ---- management ---------------------------------------------------------------------------
+
+
+def test_management(snap_compare, make_app, daemon):
+    daemon.config = FakeDaemon(MANAGED_YAML).config
+    assert snap(snap_compare, make_app(), "m", "tab")
+
+
+def test_management_off(snap_compare, make_app):
+    assert snap(snap_compare, make_app(), "m")
+
+
+def test_management_switched_on_with_errors(snap_compare, make_app):
+    assert snap(
+        snap_compare,
+        make_app(),
+        "m",
+        fill("management", "on"),
+        fill("address", "192.0.2.5"),
+        fill("gateway", "198.51.100.1"),
+        fill("ssh_keys", f"{KEY}\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIL admin"),
+        "f2",
+    )
 
 
 # ---- knocks, whitelist, proven senders, help -----------------------------------------

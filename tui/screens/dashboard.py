@@ -16,6 +16,7 @@ from ..widgets.panels import BridgePanel, CountersPanel, KnockListsPanel, Messag
 from ..workers import call_in_thread
 from .edit import EditScreen
 from .knocks import KnocksScreen
+from .management import ManagementScreen
 from .rules import RulesScreen
 from .setup import SetupScreen
 from .trusted import TrustedScreen
@@ -27,9 +28,11 @@ class DashboardScreen(Screen[None]):
         Binding("e", "edit", "Edit"),
         Binding("s", "setup", "Setup"),
         Binding("w", "whitelist", "Whitelist"),
-        Binding("t", "trusted", "Proven senders"),
+        # Short words: with m the footer still fits 80 columns (help says it in full).
+        Binding("t", "trusted", "Proven"),
         Binding("k", "knocks", "Knocks"),
         Binding("r", "rules", "Rules"),
+        Binding("m", "management", "Mgmt"),
         Binding("c", "confirm", "Keep"),
         Binding("b", "rollback", "Roll back"),
         Binding("q", "app.quit", "Quit"),
@@ -64,7 +67,7 @@ class DashboardScreen(Screen[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         snapshot: Snapshot = self.app.snapshot
-        if action in ("edit", "whitelist"):
+        if action in ("edit", "whitelist", "management"):
             # While a change waits for confirmation the daemon takes no other (and the
             # footer needs the room for c and b).
             return snapshot.configured and snapshot.pending is None
@@ -80,6 +83,10 @@ class DashboardScreen(Screen[None]):
     def action_edit(self) -> None:
         if self.app.snapshot.config is not None:
             self.app.open_form(EditScreen(self.app.snapshot.config))
+
+    def action_management(self) -> None:
+        if self.app.snapshot.config is not None:
+            self.app.open_form(ManagementScreen(self.app.snapshot.config))
 
     def action_setup(self) -> None:
         self.app.open_form(SetupScreen())

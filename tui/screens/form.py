@@ -1,7 +1,7 @@
 """A config form: fields validated as the admin types, by `appliance.config` itself.
 
-Setup and Edit share it. F2 goes to the review (diff, then apply); errors the
-daemon sends back land next to the field they name, like local ones.
+Setup, Edit and Management share it. F2 goes to the review (diff, then apply); errors
+the daemon sends back land next to the field they name, like local ones.
 """
 
 from __future__ import annotations
@@ -12,22 +12,26 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Select, Static
+from textual.widgets import Footer, Input, Select, Static, TextArea
 
 from appliance.config import MODES
 
 from .. import form
 from ..widgets.field import FormField, text_input
 from ..widgets.panels import TitleBar
+from .pending import CHECK_MAIL
 from .review import ReviewScreen
 
 
 class FormScreen(Screen[dict[str, Any] | None]):
-    """Subclasses set FIELDS, TITLE_TEXT, INTRO and `base` (the YAML shape edited)."""
+    """Subclasses set FIELDS, TITLE_TEXT, INTRO and `base` (the YAML shape edited); one
+    with other fields than the config's top level overrides the model hooks below."""
 
     FIELDS: ClassVar[tuple[str, ...]] = ()
     TITLE_TEXT: ClassVar[str] = ""
     INTRO: ClassVar[str] = ""
+    # What to check during the countdown before keeping the change.
+    CHECK: ClassVar[str] = CHECK_MAIL
     BINDINGS: ClassVar[list[Binding]] = [
         Binding("f2", "review", "Review & apply", key_display="F2"),
         Binding("escape", "cancel", "Cancel"),
@@ -42,19 +46,36 @@ class FormScreen(Screen[dict[str, Any] | None]):
         self.show_all = False
         # Fields wrong from the start (setup's empty addresses) wait until touched; a field
         # that was right shows at once what another field's change did to it.
-        self.quiet = set(form.judge(self.base, self.initial, self.FIELDS).errors)
+        self.quiet = self.quiet_fields()
 
-    # ---- building --------------------------------------------------------------------
+    # ---- the model (form.py's by default) ----------------------------------------------
 
     def initial_texts(self) -> dict[str, str]:
         return form.texts_from(self.base)
+
+    def judge(self, texts: dict[str, str]) -> form.Verdict:
+        return form.judge(self.base, texts, self.FIELDS)
+
+    def group_errors(self, errors: list[dict[str, str]]) -> dict[str, list[str]]:
+        return form.group_errors(errors, self.FIELDS)
+
+    def quiet_fields(self) -> set[str]:
+        return set(self.judge(self.initial).errors)
+
+    def label(self, name: str) -> str:
+        return form.LABELS[name]
+
+    def hint(self, name: str) -> str:
+        return form.HINTS.get(name, "")
+
+    # ---- building --------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield TitleBar(classes="title")
         yield Static(self.INTRO, classes="intro")
         yield from self.compose_top()
         for name in self.FIELDS:
-            yield FormField(name, form.LABELS[name], self.make_control(name), form.HINTS.get(name, ""))
+            yield FormField(name, self.label(name), self.make_control(name), self.hint(name))
         yield Static("", id="form-general", classes="general-errors")
         yield Footer()
 
@@ -82,6 +103,8 @@ class FormScreen(Screen[dict[str, Any] | None]):
                 values[name] = control.value
             elif isinstance(control, Select):
                 values[name] = str(control.value)
+            elif isinstance(control, TextArea):
+                values[name] = control.text
             else:
                 values[name] = self.picked_text(name)
         return values
@@ -104,8 +127,12 @@ class FormScreen(Screen[dict[str, Any] | None]):
         if event.select.id in self.FIELDS:
             self.field_changed(event.select.id)
 
+    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+        if event.text_area.id in self.FIELDS:
+            self.field_changed(event.text_area.id)
+
     def revalidate(self) -> form.Verdict:
-        verdict = form.judge(self.base, self.texts(), self.FIELDS)
+        verdict = self.judge(self.texts())
         for name in self.FIELDS:
             visible = self.show_all or name in self.dirty or name not in self.quiet
             local = verdict.errors.get(name, []) if visible else []
@@ -141,11 +168,11 @@ class FormScreen(Screen[dict[str, Any] | None]):
         if result is None:
             return
         if "errors" in result:
-            self.engine_errors = form.group_errors(result["errors"], self.FIELDS)
+            self.engine_errors = self.group_errors(result["errors"])
             self.revalidate()
             self.focus_first_error()
             return
-        self.dismiss(result)
+        self.dismiss({**result, "check": self.CHECK})
 
     def action_cancel(self) -> None:
         self.dismiss(None)

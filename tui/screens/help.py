@@ -10,15 +10,20 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-HELP = """\
+from appliance.config import METRICS_PORT
+
+HELP = f"""\
 Every action has a key; the bottom line shows the keys of this screen.
 
 Dashboard   e edit   w whitelist   t proven senders   k knocks   r rules
-            s setup (only while there is no configuration)   q quit
+            m management address (mgmt)   q quit
+            s setup (only while there is no configuration)
             c keep a pending change   b roll it back now
 Setup/Edit  Tab, Shift+Tab: next, previous field   Enter: the mode list
             o, i on the interface list: outside, inside port
             F2 review and apply   Esc cancel
+Management  the same keys; Enter opens the on/off and metrics lists
+            SSH keys: one key per line, Enter starts the next line
 Review      arrows, PgUp, PgDn scroll   a apply   Esc back to the form
 Countdown   c keep the change   b roll back now   Esc close
 Knocks      s sort by the next column   v reverse the order   Esc back
@@ -48,9 +53,16 @@ When it is full and its oldest knock is younger than the window, new
 knocks push out live ones (EVICTING): raise ip_list_tot, shorten the
 window, or switch to nolisting.
 
+Management address: by default the bridge has no address of its own
+and the box cannot be reached over the network (transparent). Give it
+one (and a gateway if admins are beyond its subnet) to reach SSH as
+root with the keys given, and Prometheus metrics on TCP {METRICS_PORT}; from
+the allowed networks only, if any are given.
+
 A change applied here rolls back by itself unless you keep it in time,
-so a mistake cannot lock mail out for long. If mxknockd cannot be
-reached: systemctl start mxknockd; journalctl -u mxknockd says why.
+so a mistake cannot lock mail out for long, nor you out of SSH.
+If mxknockd cannot be reached: systemctl start mxknockd;
+journalctl -u mxknockd says why.
 """
 
 

@@ -36,6 +36,7 @@ WAITING, EXPIRED, KEPT, ROLLED_BACK, TIMED_OUT, GONE = (
     "gone",
 )
 FINISHED = (KEPT, ROLLED_BACK, TIMED_OUT, GONE)
+CHECK_MAIL = "Check that mail still arrives, then press c."
 DRIFT = 1.5  # seconds the daemon's countdown may differ from ours before we follow it
 
 
@@ -49,10 +50,11 @@ class PendingScreen(ModalScreen[str]):
         Binding("enter", "close", "Close", show=False),
     ]
 
-    def __init__(self, applied: dict[str, Any], seconds: float | None):
+    def __init__(self, applied: dict[str, Any], seconds: float | None, check: str | None = None):
         super().__init__()
         self.applied = applied
         self.seconds = seconds or 0.0
+        self.check = check or CHECK_MAIL  # what to try before keeping the change
         self.state = WAITING
         self.busy = False
         self.note = ""
@@ -143,7 +145,7 @@ class PendingScreen(ModalScreen[str]):
         if self.state == WAITING:
             text.append("The new rules are in force now.\n\nThey roll back by themselves in ")
             text.append(f" {self.left():.0f} s ", style="bold reverse")
-            text.append(" unless you keep them.\nCheck that mail still arrives, then press c.\n")
+            text.append(f" unless you keep them.\n{self.check}\n")
             text.append("Esc closes this box; the dashboard keeps the countdown, c and b.")
         elif self.state == EXPIRED:
             text.append("Time is up: mxknockd is rolling the change back...", style="bold yellow")

@@ -6,7 +6,7 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, Static, TextArea
 
 
 class FormField(Vertical):
@@ -21,7 +21,8 @@ class FormField(Vertical):
         self.errors: list[str] = []
 
     def compose(self) -> ComposeResult:
-        with Horizontal(classes="field-row"):
+        # A control of several lines (TextArea) makes its row as tall as it is.
+        with Horizontal(classes="field-row -tall" if isinstance(self.control, TextArea) else "field-row"):
             yield Label(self.label_text, classes="field-label")
             yield self.control
         note = Static(self.hint, classes="field-note", markup=False)
@@ -62,3 +63,27 @@ def text_input(value: str = "", id: str | None = None) -> Input:
     field_input = ConsoleInput(value, compact=True, id=id, select_on_focus=False)
     field_input.cursor_blink = False
     return field_input
+
+
+class ConsoleTextArea(TextArea):
+    """A TextArea with ConsoleInput's fix: its own bound keys (Backspace, arrows) take
+    effect in the order they were typed, not after the characters typed behind them."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.is_printable or event.key == "enter":
+            return  # TextArea._on_key (called next) inserts it
+        for binding in self._bindings.key_to_bindings.get(event.key, []):
+            if not binding.priority:
+                event.stop()
+                event.prevent_default()
+                await self.run_action(binding.action)
+                return
+
+
+def text_area(value: str = "", id: str | None = None) -> TextArea:
+    """Several lines, one item a line (SSH keys contain spaces). Line numbers, so the
+    errors' "line 2" can be found; wrapped, so a long key's comment stays in sight;
+    Tab leaves it like any other field."""
+    area = ConsoleTextArea(value, id=id, soft_wrap=True, show_line_numbers=True, compact=True, tab_behavior="focus")
+    area.cursor_blink = False
+    return area

@@ -10,12 +10,14 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from appliance.config import METRICS_PORT
 from appliance.status import COUNTER_LABELS
 
 from .. import format as fmt
 from ..state import Snapshot
 
 BAR_WIDTH = 20
+LINE_WIDTH = 78  # a panel's line on an 80-column console
 
 
 class TitleBar(Static):
@@ -55,7 +57,8 @@ class SummaryPanel(Static):
 
 
 class BridgePanel(Static):
-    """Ports and link state, and whether filtering is really in the path."""
+    """Ports and link state, whether filtering is really in the path, and the box's own
+    (management) address on the bridge."""
 
     def show(self, snapshot: Snapshot) -> None:
         bridge = snapshot.status.get("bridge") if snapshot.status else None
@@ -80,7 +83,41 @@ class BridgePanel(Static):
             f"   br_netfilter: bridge {fmt.flag(bridge['nf_call_iptables'])}/{fmt.flag(bridge['nf_call_ip6tables'])}"
             f"  sysctl {fmt.flag(bridge['sysctl_iptables'])}/{fmt.flag(bridge['sysctl_ip6tables'])}"
         )
+        line.append("\n")
+        line.append_text(management_line(snapshot))
         self.update(line)
+
+
+def management_line(snapshot: Snapshot, width: int = LINE_WIDTH) -> Text:
+    """One line: the management address(es), gateways, SSH and metrics, or none. An
+    address the bridge lacks or another host holds is red (the warning says which)."""
+    wanted = (snapshot.config or {}).get("management")
+    if not wanted:
+        return Text("management none (transparent)")
+    state = (snapshot.status or {}).get("management")  # None: the daemon did not say
+    found = {a["address"]: a for a in state["addresses"]} if state else {}
+    keys = len(wanted.get("ssh_keys") or ())
+    port = state["metrics_port"] if state else METRICS_PORT
+    tail = "  gw " + ", ".join(wanted["gateway"]) if wanted.get("gateway") else ""
+    tail += f"  ssh {keys} key{'s' if keys != 1 else ''}" if keys else "  ssh off"
+    tail += f"  metrics :{port}" if wanted.get("metrics", True) else "  metrics off"
+    for short in (False, True):  # too long: the prefix lengths go (the screen m shows them)
+        line = Text("management ")
+        for i, address in enumerate(wanted["address"]):
+            line.append(", " if i else "")
+            style = address_style(found.get(address), known=state is not None)
+            line.append(address.split("/")[0] if short else address, style=style)
+        line.append(tail)
+        if line.cell_len <= width:
+            break
+    return line
+
+
+def address_style(entry: dict[str, Any] | None, known: bool) -> str:
+    """How the bridge has a configured address (`known`: the daemon said which it has)."""
+    if known and (entry is None or entry["dad_failed"]):
+        return "bold red"  # not on the bridge, or another host has it
+    return "bold yellow" if entry and entry["tentative"] else "bold"
 
 
 class CountersPanel(Static):

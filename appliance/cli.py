@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="applied changes roll back unless kept within this time (0: no countdown)",
     )
+    for name, subparser in sub.choices.items():
+        if name != "console":
+            # `mxknock status --json` as well as `mxknock --json status`; SUPPRESS keeps the first.
+            subparser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

@@ -74,6 +74,19 @@ def test_check_json(capsys):
     assert json.loads(out) == {"valid": True, "mode": "unlisting", "families": ["ipv4", "ipv6"]}
 
 
+@pytest.mark.parametrize("argv", [("check", "--default", "--json"), ("--json", "check", "--default", "--json")])
+def test_json_also_after_the_subcommand(capsys, argv):
+    code, out, _ = run(capsys, *argv)
+    assert code == cli.EXIT_OK
+    assert json.loads(out)["valid"] is True
+
+
+def test_without_json_anywhere_the_output_is_text(capsys):
+    _, out, _ = run(capsys, "check", "--default")
+    with pytest.raises(ValueError):
+        json.loads(out)
+
+
 def test_check_bad_file_json(capsys, tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_YAML)

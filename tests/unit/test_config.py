@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import ipaddress
@@ -720,3 +721,13 @@ def test_ssh_key_normalized():
 def test_all_management_errors_at_once():
     errors = refuse(managed(address="192.0.2.5", ssh_keys=["nope"], metrics=1))
     assert {"management.address", "management.ssh_keys[0]", "management.metrics"} <= set(errors)
+
+
+def test_ssh_keys_stay_on_one_line_in_the_file():
+    """PyYAML wraps at 80 columns by default; a key split over two lines looks cut to an admin."""
+    blob = base64.b64encode(b"\x00\x00\x00\x07ssh-rsa" + bytes(400)).decode()  # RSA-4096-sized
+    long_key = f"ssh-rsa {blob} admin@example.test"
+    cfg = config.from_dict(managed(ssh_keys=[long_key, SSH_KEY]))
+    lines = cfg.to_yaml().splitlines()
+    assert f"  - {long_key}" in lines and f"  - {SSH_KEY}" in lines
+    assert config.parse_yaml(cfg.to_yaml()) == cfg

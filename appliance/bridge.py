@@ -83,8 +83,25 @@ def prepare(bridge: Bridge) -> None:
             if port_ipv6.exists():
                 _write_sysctl(port_ipv6, "1")  # a port is layer 2 only: no ND or MLD of its own
             ipr.link("set", index=_index(ipr, port), master=index)
+        _release_other_ports(ipr, index, {bridge.outside, bridge.inside})
         ipr.link("set", index=index, state="up")
         _add_reset_routes(ipr, index, bridge.name)
+
+
+def _release_other_ports(ipr: IPRoute, index: int, wanted: set[str]) -> None:
+    """A port the config no longer names (outside/inside changed) leaves the bridge, and
+    stays down: unfiltered, it must not carry anything of its own."""
+    for link in ipr.get_links():
+        if link.get_attr("IFLA_MASTER") == index and link.get_attr("IFLA_IFNAME") not in wanted:
+            ipr.link("set", index=link["index"], master=0, state="down")
+
+
+def remove(name: str) -> None:
+    """Delete a bridge the config no longer names (bridge.name changed); its routes go with it."""
+    with IPRoute() as ipr:
+        index = _index(ipr, name)
+        if index is not None:
+            ipr.link("del", index=index)
 
 
 def _add_reset_routes(ipr: IPRoute, index: int, name: str) -> None:

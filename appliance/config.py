@@ -545,18 +545,22 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
     )
 
 
+def _one_or_list(name: str, raw: Any, shape: str, errs: _Collector) -> list[tuple[str, Any]]:
+    """A single value or a list of them, each with the field name its error should carry."""
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list):
+        errs.add(name, f"must be {shape}")
+        return []
+    return [(name if isinstance(raw, str) else f"{name}[{i}]", item) for i, item in enumerate(items)]
+
+
 def _management_addresses(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> tuple[IPInterface, ...]:
     name = "management.address"
     if raw is None or raw == []:
         errs.add(name, "missing: give the box's own address with its prefix, e.g. 192.0.2.5/24")
         return ()
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
-        errs.add(name, "must be an address with its prefix, or a list of one IPv4 and/or one IPv6")
-        return ()
     addresses: list[IPInterface] = []
-    for i, item in enumerate(items):
-        where = name if isinstance(raw, str) else f"{name}[{i}]"
+    for where, item in _one_or_list(name, raw, "an address with its prefix, or a list of one per family", errs):
         text = str(item).strip()
         if "/" not in text:
             errs.add(where, f"give the prefix length too, e.g. {text}/{64 if ':' in text else 24}")
@@ -588,13 +592,8 @@ def _management_gateways(raw: Any, addresses: tuple[IPInterface, ...], errs: _Co
     name = "management.gateway"
     if raw is None or raw == []:
         return ()
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
-        errs.add(name, "must be an address, or a list of one IPv4 and/or one IPv6")
-        return ()
     gateways: list[IPAddress] = []
-    for i, item in enumerate(items):
-        where = name if isinstance(raw, str) else f"{name}[{i}]"
+    for where, item in _one_or_list(name, raw, "an address, or a list of one IPv4 and/or one IPv6", errs):
         try:
             gateway = ipaddress.ip_address(str(item).strip())
         except ValueError:

@@ -20,7 +20,6 @@ from typing import Any
 from . import bridge, ipsets, management, netfilter, recent, status
 from .compiler import IPSET_MAX_TIMEOUT, compile_config, refused_list_name, set_name
 from .config import (
-    METRICS_PORT,
     Config,
     ConfigError,
     FieldError,
@@ -240,6 +239,8 @@ class Engine:
             if before_forwarding is not None:
                 before_forwarding(config, ruleset)
             bridge.open_ports(config.bridge)
+            if self.config is not None and self.config.bridge.name != config.bridge.name:
+                bridge.remove(self.config.bridge.name)  # its ports are the new bridge's now
             self.config, self.ruleset, self.last_error, self.notice = config, ruleset, None, None
             log.info("applied: mode %s, mx1 %s, mx2 %s", config.mode, _addrs(config.mx1), _addrs(config.mx2))
 
@@ -418,14 +419,7 @@ class Engine:
     def _management_status(self, config: Config | None, state: management.ManagementState | None) -> dict | None:
         if config is None or config.management is None or state is None:
             return None
-        wanted = config.management
-        return {
-            **state.to_json(),
-            "ssh": bool(wanted.ssh_keys),
-            "metrics": wanted.metrics,
-            "metrics_port": METRICS_PORT,
-            "allow": [str(n) for n in wanted.allow],
-        }
+        return management.report(config.management, state)
 
     def _trusted_counts(self) -> dict[str, int]:
         counts = {}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from .config import IPAddress, IPInterface, Management
+from .config import METRICS_PORT, IPAddress, IPInterface, Management
 
 # Below the reset route's metric (bridge.RESET_ROUTE_METRIC): replies to admins beyond
 # the subnet go to the gateway; resets of bridged traffic leave by the bridge either way.
@@ -157,6 +157,17 @@ def read_state(bridge_name: str) -> ManagementState:
             if route.get_attr("RTA_PRIORITY") == ROUTE_METRIC and route["dst_len"] == 0
         ]
     return ManagementState(tuple(addresses), tuple(g for g in gateways if g))
+
+
+def report(wanted: Management, state: ManagementState) -> dict:
+    """The status' `management` entry: what is on the bridge, and what the config opens."""
+    return {
+        **state.to_json(),
+        "ssh": bool(wanted.ssh_keys),
+        "metrics": wanted.metrics,
+        "metrics_port": METRICS_PORT,
+        "allow": [str(n) for n in wanted.allow],
+    }
 
 
 def problems(management: Management | None, state: ManagementState) -> list[str]:

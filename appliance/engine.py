@@ -364,16 +364,17 @@ class Engine:
             families = self.config.families()
             parsed = []
             errors = []
-            for verb, items in (("add", add), ("remove", remove)):
+            # Entries are named as the whitelist's are: trusted[+i] added, trusted[-i] removed.
+            for verb, sign, items in (("add", "+", add), ("remove", "-", remove)):
                 for i, item in enumerate(items):
                     try:
                         address = proven_sender(item, families)
                     except ValueError as exc:
-                        errors.append(FieldError(f"trusted[{i}]", str(exc)))
+                        errors.append(FieldError(f"trusted[{sign}{i}]", str(exc)))
                         continue
                     net = ipaddress.ip_network(address)
                     if verb == "remove" and str(net) not in (ipsets.members(set_name("trust", net.version)) or set()):
-                        errors.append(FieldError(f"trusted[{i}]", f"{address} is not a proven sender"))
+                        errors.append(FieldError(f"trusted[{sign}{i}]", f"{address} is not a proven sender"))
                     else:
                         parsed.append((verb, net))
             if errors:

@@ -72,20 +72,20 @@ def test_trusted_add_list_remove(lab: Lab, appliance: Appliance, mxknock: Mxknoc
 
     # Bad input: exit 2, the field named, and nothing changes (not even the good entries).
     err = refused(mxknock, "trusted", "add", "192.0.2.0/24")
-    assert "trusted[0]" in err and "single addresses" in err
+    assert "trusted[+0]" in err and "single addresses" in err
     err = refused(mxknock, "trusted", "add", A.SENDER_V4, "198.51.100.0/24")
-    assert "trusted[1]" in err and "trusted[0]" not in err
+    assert "trusted[+1]" in err and "trusted[+0]" not in err
     err = refused(mxknock, "trusted", "add", "not-an-address")
-    assert "trusted[0]" in err
+    assert "trusted[+0]" in err
     err = refused(mxknock, "trusted", "add")
     assert "trusted:" in err
     err = refused(mxknock, "trusted", "remove", "192.0.2.201")
-    assert "trusted[0]" in err and "not a proven sender" in err
+    assert "trusted[-0]" in err and "not a proven sender" in err
     err = refused(mxknock, "trusted", "remove", A.BOT_V4, "2001:db8::201")
-    assert "trusted[1]" in err and "not a proven sender" in err
+    assert "trusted[-1]" in err and "not a proven sender" in err
     out = mxknock("--json", "trusted", "add", "192.0.2.0/24")
     assert out.returncode == EXIT_INVALID
-    assert json.loads(out.stdout)["errors"][0]["field"] == "trusted[0]"
+    assert json.loads(out.stdout)["errors"][0]["field"] == "trusted[+0]"
     assert set(trusted(mxknock)) == {A.BOT_V4, A.BOT_V6}
 
     # Remove: gone from the list and from mx2.
@@ -99,6 +99,6 @@ def test_trusted_add_list_remove(lab: Lab, appliance: Appliance, mxknock: Mxknoc
 def test_trusted_add_refuses_a_family_the_mail_server_lacks(appliance: Appliance, mxknock: Mxknock) -> None:
     appliance.start(config_text(mx1=[A.MX1_V4], mx2=[A.MX2_V4]))
     err = refused(mxknock, "trusted", "add", A.BOT_V6)
-    assert "trusted[0]" in err and "IPv6" in err
+    assert "trusted[+0]" in err and "IPv6" in err
     assert mxknock("trusted", "add", A.BOT_V4).returncode == 0
     assert set(trusted(mxknock)) == {A.BOT_V4}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +25,7 @@ HZ_CANDIDATES = (100, 250, 300, 1000)
 INITIAL_OFFSET_SECONDS = 300
 
 _LAST_SEEN = re.compile(r" last_seen: (\d+)")
+_NUMBER = re.compile(r"\d+")
 _LINE = re.compile(
     r"src=(?P<src>\S+) ttl: (?P<ttl>\d+) last_seen: (?P<last>\d+) oldest_pkt: (?P<idx>\d+) ?(?P<stamps>.*)"
 )
@@ -59,11 +61,21 @@ def parse(text: str) -> list[RawEntry]:
         match = _LINE.match(line.strip())
         if not match:
             continue
-        stamps = tuple(int(s) for s in re.findall(r"\d+", match["stamps"]))
-        # The kernel prints IPv6 sources uncompressed (2001:0db8:0000:...): normalise them.
-        address = str(ipaddress.ip_address(match["src"]))
-        entries.append(RawEntry(address, int(match["ttl"]), int(match["last"]), stamps))
+        stamps = tuple(map(int, _NUMBER.findall(match["stamps"])))
+        entries.append(RawEntry(_normalized(match["src"]), int(match["ttl"]), int(match["last"]), stamps))
     return entries
+
+
+def _normalized(src: str) -> str:
+    """The kernel prints IPv6 sources uncompressed (2001:0db8:0000:...): compress them.
+    inet_pton/ntop in C, not ipaddress: a full list is 100,000s of lines."""
+    try:
+        if ":" in src:
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, src))
+        socket.inet_pton(socket.AF_INET, src)
+        return src
+    except OSError:
+        return str(ipaddress.ip_address(src))  # raises ValueError naming the bad text
 
 
 def knocks(entries: list[RawEntry], now_jiffies: int, hz: int, window: int) -> list[Knock]:

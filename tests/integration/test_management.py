@@ -88,12 +88,13 @@ def test_without_management_the_bridge_has_no_address(lab: Lab, appliance: Appli
 
 
 def test_management_address_reaches_only_the_services(lab: Lab, appliance: Appliance):
-    appliance.start(config_text(management=management(gateway=["192.0.2.1"])))
+    appliance.start(config_text(management=management(gateway=["192.0.2.1", "fe80::1"])))
     wait_usable(lab)
     addresses = br0_addresses(lab)
     assert {f"{BOX_V4}/24", f"{BOX_V6}/64"} <= addresses
     assert any(a.startswith("fe80::") for a in addresses)  # neighbour discovery with routers
     assert [r for r in default_routes(lab, 4) if "via 192.0.2.1" in r and "metric 100" in r]
+    assert [r for r in default_routes(lab, 6) if "via fe80::1" in r and "metric 100" in r]  # a router's usual
     keys = appliance.config_path.with_name("authorized_keys")
     assert SSH_KEY in keys.read_text().splitlines()
     assert keys.stat().st_mode & 0o777 == 0o644
@@ -114,7 +115,7 @@ def test_management_address_reaches_only_the_services(lab: Lab, appliance: Appli
     status = appliance.client.call("status")
     assert status["health"] == "ok", status
     assert status["management"]["ssh"] and status["management"]["metrics"]
-    assert status["management"]["gateways"] == ["192.0.2.1"]
+    assert status["management"]["gateways"] == ["192.0.2.1", "fe80::1"]
 
 
 def test_allow_list_and_switched_off_services(lab: Lab, appliance: Appliance):

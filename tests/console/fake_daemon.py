@@ -15,7 +15,7 @@ from typing import Any
 from appliance import management
 from appliance import status as engine_status
 from appliance.compiler import compile_config
-from appliance.config import METRICS_PORT, Config, ConfigError, FieldError, edit_networks, parse_yaml, proven_sender
+from appliance.config import Config, ConfigError, FieldError, edit_networks, parse_yaml, proven_sender
 from appliance.control import ControlError
 
 SOCKET = "/run/mxknock/control.sock"
@@ -191,14 +191,7 @@ class FakeDaemon:
         """As Engine._management_status: None without a management section."""
         if config is None or config.management is None:
             return None
-        wanted = config.management
-        return {
-            **self.management_state(config).to_json(),
-            "ssh": bool(wanted.ssh_keys),
-            "metrics": wanted.metrics,
-            "metrics_port": METRICS_PORT,
-            "allow": [str(n) for n in wanted.allow],
-        }
+        return management.report(config.management, self.management_state(config))
 
     def cmd_knocks(self) -> dict[str, Any]:
         if self.config is None:
@@ -302,21 +295,21 @@ class FakeDaemon:
         return {"ipv4": v4, "ipv6": len(self.trusted) - v4, "total": len(self.trusted)}
 
     def change_trusted(self, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
-        """As Engine.change_trusted: all or nothing, errors named trusted[i], added ones
+        """As Engine.change_trusted: all or nothing, errors named trusted[+i]/[-i], added ones
         get the full lifetime."""
         if self.config is None:
             raise EngineRefusal("no configuration yet: apply one first")
         families = self.config.families()
         parsed, errors = [], []
-        for verb, items in (("add", add), ("remove", remove)):
+        for verb, sign, items in (("add", "+", add), ("remove", "-", remove)):
             for i, item in enumerate(items):
                 try:
                     address = str(proven_sender(item, families))
                 except ValueError as exc:
-                    errors.append(FieldError(f"trusted[{i}]", str(exc)))
+                    errors.append(FieldError(f"trusted[{sign}{i}]", str(exc)))
                     continue
                 if verb == "remove" and address not in self.trusted:
-                    errors.append(FieldError(f"trusted[{i}]", f"{address} is not a proven sender"))
+                    errors.append(FieldError(f"trusted[{sign}{i}]", f"{address} is not a proven sender"))
                 else:
                     parsed.append((verb, address))
         if errors:

@@ -1,7 +1,9 @@
 """Issue 3 end to end: the console in a real terminal (tmux, 80x25, TERM=linux) drives a
 real mxknockd in the lab. It whitelists an address that never knocked and changes the
 window through the keyboard alone; then the kernel's rules, the config file and real
-connections show that what the admin did on the screen is what the bridge does.
+connections show that what the admin did on the screen is what the bridge does. A second
+test sets a management address on the Management screen and scrapes a real metrics server
+through it (issue 4).
 
 Keys go one at a time with a pause between them: Textual runs bound keys that arrive in
 one burst after the characters that follow them (textual#6605). Every wait is bounded,
@@ -166,3 +168,62 @@ def test_console_whitelists_and_changes_the_window_in_the_kernel(
     final = terminal.wait_for(r"whitelisted connections\s+1\s", r"refused at mx2 \(spam stopped\)\s+1\s")
     show("dashboard after the two connections", final)
     print(f"end to end in {time.monotonic() - started:.1f} s")
+
+
+FETCH_METRICS = """
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+"""
+
+
+def test_console_sets_a_management_address_that_serves_metrics(
+    lab: Lab, appliance: Appliance, terminal: Terminal, tmp_path: Path
+) -> None:
+    """The issue's "a management address for SSH and metrics can be set from the console":
+    typed on the Management screen, put on the bridge by mxknockd, and a real metrics
+    server answers a scrape from the lab's sender through it."""
+    appliance.start(config_text())
+    server_log = (tmp_path / "metrics.log").open("w")
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("fw"), sys.executable, "-m", "appliance.metrics_server",
+         "--socket", str(appliance.socket), "--listen", "[::]:9425"],
+        cwd=REPO, stdout=server_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        env = f"TERM=linux PYTHONPATH={shlex.quote(str(REPO))}"
+        terminal.start(f"env {env} {sys.executable} -m appliance.cli --socket {appliance.socket} console")
+        terminal.wait_for(r"mxknock\s+Dashboard", r"management none \(transparent\)", r"m\s+Mgmt")
+
+        terminal.keys("m")
+        terminal.wait_for(r"Management address", r"Management\s+off")
+        terminal.keys("Enter", "Down", "Enter")  # the on/off list has focus: switch it on
+        terminal.wait_for(r"Management\s+on")
+        terminal.keys("Tab")
+        terminal.type("192.0.2.5/24")
+        terminal.wait_for(r"Address\s+192\.0\.2\.5/24")
+        terminal.keys("F2")
+        review = terminal.wait_for(r"\+management:", r"\+\s+- 192\.0\.2\.5/24", r"a\s+Apply")
+        show("management: review", review)
+        terminal.keys("a")
+        applied = terminal.wait_for(r"Change applied", r"open a new SSH session")
+        show("management: after the apply", applied)
+
+        # In force before it is kept: the box answers at its new address right away.
+        body = lab.exec("sender", [sys.executable, "-c", FETCH_METRICS, "http://192.0.2.5:9425/metrics"]).stdout
+        assert re.search(r"(?m)^mxknock_up 1$", body), body[:500]
+        assert re.search(r"(?m)^mxknock_management_configured 1$", body), body[:2000]
+        terminal.keys("c")
+        terminal.wait_for(r"Change kept")
+        terminal.keys("Enter")
+        final = terminal.wait_for(r"mxknock\s+Dashboard", r"management 192\.0\.2\.5/24\s+ssh off\s+metrics :9425")
+        show("dashboard with the management address", final)
+
+        assert "inet 192.0.2.5/24" in lab.fw_exec(["ip", "-4", "addr", "show", "dev", "br0"]).stdout
+        saved = yaml.safe_load(appliance.config_path.read_text())
+        assert saved["management"]["address"] == ["192.0.2.5/24"] and saved["management"]["ssh_keys"] == []
+        # No SSH keys were given: port 22 stays shut even though the box has an address now.
+        assert lab.connect("sender", None, "192.0.2.5", 22, timeout=1.5) == "timeout"
+    finally:
+        server.terminate()
+        server.wait(10)
+        server_log.close()

@@ -71,11 +71,18 @@ def prepare(bridge: Bridge) -> None:
                 ipr.link("set", index=_index(ipr, port), state="down")
         for sysctl in NF_SYSCTLS.values():
             _write_sysctl(sysctl, "1")
+        ipv4 = Path(f"/proc/sys/net/ipv4/conf/{bridge.name}")
+        if ipv4.exists():
+            # The box routes nothing: with a management address it takes no redirects
+            # (anyone on the link could send them) and sends none.
+            _write_sysctl(ipv4 / "accept_redirects", "0")
+            _write_sysctl(ipv4 / "send_redirects", "0")
         ipv6 = Path(f"/proc/sys/net/ipv6/conf/{bridge.name}")
         if ipv6.exists():
             # IPv6 must be on for IPv6 resets to be routed, but without an address of its own
             # (no link-local: no DAD or MLD from the box), and never learning routes from outside.
             _write_sysctl(ipv6 / "accept_ra", "0")
+            _write_sysctl(ipv6 / "accept_redirects", "0")
             _write_sysctl(ipv6 / "addr_gen_mode", "1")
             _write_sysctl(ipv6 / "disable_ipv6", "0")
         for port in (bridge.outside, bridge.inside):

@@ -69,6 +69,7 @@ class Engine:
         self.pending: PendingChange | None = None
         self.last_error: str | None = None  # why filtering is not (fully) in place
         self.notice: str | None = None  # something the admin should know, not a fault
+        self.management_error: str | None = None  # the management address failed; mail is filtered
         self.before_commit = before_commit  # failure injection for tests
         self._lock = threading.RLock()
 
@@ -173,7 +174,7 @@ class Engine:
         """Back to "no config yet": nothing forwards, none of our rules remain."""
         if self.config is not None:
             bridge.close(self.config.bridge)
-            self._set_management(self.config.bridge.name, None)
+            self._set_management(self.config.bridge.name, None, quiet=True)
         empty = Ruleset(tuple(FamilyRuleset(family=f, rules=(), sets=(), knock_list=None) for f in (4, 6)))
         netfilter.apply(empty, previous=self.ruleset)
         self.config, self.ruleset = None, None
@@ -196,12 +197,18 @@ class Engine:
             return {key: config.to_dict()[key]}  # the file's own format, as whitelist_list answers
 
     def _put_in_force(self, config: Config, before_forwarding: Any = None) -> None:
-        """Apply and verify a valid config; on any failure the previous rules stay or come back."""
+        """Apply and verify a valid config; on any failure the previous bridge, rules and
+        addresses come back as they were (with nothing before: the bridge stays closed)."""
         ruleset = compile_config(config)
         with self._lock:
             try:
                 bridge.prepare(config.bridge)
-            except (bridge.BridgeError, OSError) as exc:
+                # Addresses the new config drops leave before the rules that guard them do:
+                # never a moment with an address on the bridge and no MXKNOCK-INPUT.
+                management.withdraw(config.bridge.name, config.management)
+                bridge.ensure_reset_routes(config.bridge.name)  # gone with the last IPv4 address
+            except (bridge.BridgeError, management.ManagementError, OSError) as exc:
+                self._fall_back(config)
                 raise EngineError(f"cannot set up the bridge: {exc}") from exc
             try:
                 netfilter.apply(ruleset, self.before_commit, previous=self.ruleset)
@@ -212,37 +219,61 @@ class Engine:
                     log.warning("kernel rules differ from the last applied (%s); rewriting", "; ".join(problems))
                     netfilter.apply(ruleset, self.before_commit)
                     problems = netfilter.verify(ruleset)
-            except netfilter.ApplyError as exc:
-                raise EngineError(str(exc)) from exc
-            except Exception as exc:  # python-iptables/pyroute2 errors: the kernel lacks something
-                raise EngineError(f"cannot apply or read back the rules: {exc}") from exc
+            except Exception as exc:  # ApplyError, or python-iptables/pyroute2: the kernel lacks something
+                self._fall_back(config)
+                detail = (
+                    str(exc) if isinstance(exc, netfilter.ApplyError) else f"cannot apply or read back the rules: {exc}"
+                )
+                raise EngineError(detail) from exc
             state = bridge.read_state(config.bridge)
             if not state.filtering:
                 problems.append("br_netfilter is not active on the bridge")
             if problems:
-                self._restore_previous()
-                if self.ruleset is None:
-                    bridge.close(config.bridge)
+                self._fall_back(config)
                 raise EngineError(
                     "filtering could not be verified ("
                     + "; ".join(problems)
                     + "); "
-                    + ("the previous rules are back" if self.ruleset else "the bridge is kept closed")
+                    + ("the previous configuration is back" if self.config else "the bridge is kept closed")
                 )
+            management_error = None
             try:
                 self._set_management(config.bridge.name, config.management)
             except (management.ManagementError, OSError) as exc:
-                self._restore_previous()
-                if self.config is not None:
-                    self._set_management(self.config.bridge.name, self.config.management, quiet=True)
-                raise EngineError(f"{exc}; the previous rules and addresses are back") from exc
+                if self.config is not None:  # an admin's change: refused as a whole
+                    self._fall_back(config)
+                    raise EngineError(f"{exc}; the previous configuration is back") from exc
+                # At boot (or the first config) the mail comes first: filter and forward
+                # without the management address, and say so.
+                management_error = f"the management address is not in place ({exc}); mail is filtered without it"
+                log.error(management_error)
+                self._set_management(config.bridge.name, None, quiet=True)
             if before_forwarding is not None:
                 before_forwarding(config, ruleset)
             bridge.open_ports(config.bridge)
             if self.config is not None and self.config.bridge.name != config.bridge.name:
                 bridge.remove(self.config.bridge.name)  # its ports are the new bridge's now
             self.config, self.ruleset, self.last_error, self.notice = config, ruleset, None, None
+            self.management_error = management_error
             log.info("applied: mode %s, mx1 %s, mx2 %s", config.mode, _addrs(config.mx1), _addrs(config.mx2))
+
+    def _fall_back(self, failed: Config) -> None:
+        """After a failed change: the previous bridge (ports, name), rules and management
+        address back in force. With nothing before, the bridge stays closed and bare."""
+        previous = self.config
+        try:
+            if previous is None:
+                bridge.close(failed.bridge)
+                self._set_management(failed.bridge.name, None, quiet=True)
+                return
+            if previous.bridge.name != failed.bridge.name:
+                bridge.remove(failed.bridge.name)  # the ports go back to the previous bridge below
+            bridge.prepare(previous.bridge)
+            self._restore_previous()
+            self._set_management(previous.bridge.name, previous.management, quiet=True)
+            bridge.open_ports(previous.bridge)
+        except Exception:  # keep going: the caller reports the original failure
+            log.exception("could not put the previous configuration back in full")
 
     def _set_management(self, bridge_name: str, wanted: Management | None, quiet: bool = False) -> None:
         try:
@@ -252,7 +283,7 @@ class Engine:
         except (management.ManagementError, OSError):
             if not quiet:
                 raise
-            log.exception("could not restore the previous management address")
+            log.exception("could not set the management address")
 
     def _restore_previous(self) -> None:
         if self.ruleset is not None:
@@ -306,6 +337,7 @@ class Engine:
                 if family not in bridge_state.reset_routes
             ]
             warnings = (
+                self.management_error,
                 *management_problems,  # the mail is filtered all the same: a warning
                 self.notice,
                 self.state.last_problem if self.state else None,

@@ -50,8 +50,18 @@ def wanted_addresses(management: Management | None, mac: str) -> set[IPInterface
     return wanted
 
 
+def withdraw(bridge_name: str, management: Management | None) -> None:
+    """Take off the bridge every address and management route `management` does not want
+    (None: all of them), adding nothing. The engine does this before the rules change."""
+    _sync(bridge_name, management, add=False)
+
+
 def apply(bridge_name: str, management: Management | None) -> None:
     """Make br0's addresses and management routes what `management` says (None: none)."""
+    _sync(bridge_name, management, add=True)
+
+
+def _sync(bridge_name: str, management: Management | None, add: bool) -> None:
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=bridge_name)
         if not found:
@@ -63,11 +73,15 @@ def apply(bridge_name: str, management: Management | None) -> None:
         try:
             for interface in present - wanted:
                 ipr.addr("del", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
-            for interface in wanted - present:
-                ipr.addr("add", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
             for family in (4, 6):
                 gateway = management.gateway(family) if management else None
-                _set_default_route(ipr, index, family, gateway)
+                _set_default_route(ipr, index, family, gateway, add=False)  # drop the unwanted ones only
+            if add:
+                for interface in wanted - present:
+                    ipr.addr("add", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
+                for family in (4, 6):
+                    gateway = management.gateway(family) if management else None
+                    _set_default_route(ipr, index, family, gateway, add=True)
         except Exception as exc:  # pyroute2's NetlinkError carries the kernel's words
             raise ManagementError(f"cannot set the management address on {bridge_name}: {exc}") from exc
 
@@ -76,7 +90,7 @@ def _interface(msg) -> IPInterface:
     return ipaddress.ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
 
 
-def _set_default_route(ipr: IPRoute, index: int, family: int, gateway: IPAddress | None) -> None:
+def _set_default_route(ipr: IPRoute, index: int, family: int, gateway: IPAddress | None, add: bool) -> None:
     ours = [
         route
         for route in ipr.get_routes(family=FAMILIES[family], oif=index)
@@ -85,7 +99,7 @@ def _set_default_route(ipr: IPRoute, index: int, family: int, gateway: IPAddress
     for route in ours:
         if gateway is None or route.get_attr("RTA_GATEWAY") != str(gateway):
             ipr.route("del", dst=DEFAULTS[family], oif=index, priority=ROUTE_METRIC, family=FAMILIES[family])
-    if gateway is not None:
+    if gateway is not None and add:
         ipr.route(
             "replace",
             dst=DEFAULTS[family],
@@ -99,7 +113,13 @@ def _set_default_route(ipr: IPRoute, index: int, family: int, gateway: IPAddress
 def write_authorized_keys(path: Path, management: Management | None) -> None:
     """root's authorized_keys for sshd (image/…/sshd_config.d): written whole and
     atomically, removed when there are no keys (then nobody can log in over SSH)."""
-    keys = management.ssh_keys if management else ()
+    try:
+        _write_keys(path, management.ssh_keys if management else ())
+    except OSError as exc:
+        raise ManagementError(f"cannot write root's SSH keys to {path}: {exc.strerror or exc}") from exc
+
+
+def _write_keys(path: Path, keys: tuple[str, ...]) -> None:
     if not keys:
         path.unlink(missing_ok=True)
         return
@@ -171,11 +191,19 @@ def report(wanted: Management, state: ManagementState) -> dict:
 
 
 def problems(management: Management | None, state: ManagementState) -> list[str]:
-    """What keeps the configured management address from working (for status)."""
+    """What keeps the configured management address from working, and any address on
+    the bridge the config does not give it (the box would answer there) (for status)."""
+    configured = {str(a) for a in management.addresses} if management else set()
+    ipv6 = management is not None and management.address(6) is not None
+    result = [
+        f"the bridge has an address the config does not give it: {a.address} (the box answers there);"
+        " `mxknock reload` removes it"
+        for a in state.addresses
+        if a.address not in configured and not (ipv6 and a.address.startswith("fe80:"))
+    ]
     if management is None:
-        return []
+        return result
     found = {a.address: a for a in state.addresses}
-    result = []
     for interface in management.addresses:
         entry = found.get(str(interface))
         if entry is None:

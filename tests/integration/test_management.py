@@ -190,3 +190,68 @@ def test_unconfirmed_management_change_rolls_back(lab: Lab, appliance: Appliance
 def _without_counters(state: tuple) -> tuple:
     addresses, *tables = state
     return (addresses, *("\n".join(x for x in t.splitlines() if not x.startswith(("#", ":"))) for t in tables))
+
+
+# ---- failures after the kernel was touched --------------------------------------------------------
+
+
+def break_authorized_keys(appliance: Appliance) -> None:
+    """A directory where the key file goes: writing the keys fails, after the address is on."""
+    keys = appliance.config_path.with_name("authorized_keys")
+    keys.unlink(missing_ok=True)
+    keys.mkdir(parents=True)
+
+
+def test_a_failing_change_puts_the_previous_bridge_back(lab: Lab, appliance: Appliance):
+    """Other ports, another bridge name and a management address, failing at its last step:
+    the previous bridge, ports, rules and addresses are back and the mail flows."""
+    lab.fw_exec(["ip", "link", "add", "spare0", "type", "veth", "peer", "name", "spare1"])
+    appliance.start(config_text())
+    before = (br0_addresses(lab), appliance.iptables_save(4), appliance.iptables_save(6))
+    break_authorized_keys(appliance)
+    for bridge in (
+        {"name": "br0", "outside": "eth0", "inside": "spare0"},
+        {"name": "mxbr", "outside": "eth0", "inside": "eth1"},
+    ):
+        with pytest.raises(ControlError) as info:
+            appliance.client.call("apply", yaml=config_text(bridge=bridge, management=management()))
+        assert "authorized_keys" in str(info.value) and "previous configuration is back" in str(info.value)
+        links = lab.fw_exec(["ip", "-o", "link", "show"]).stdout
+        assert "mxbr" not in links
+        assert {line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if "master br0" in line} == {
+            "eth0",
+            "eth1",
+        }
+        after = (br0_addresses(lab), appliance.iptables_save(4), appliance.iptables_save(6))
+        assert _without_counters(after) == _without_counters(before)
+        assert lab.connect("sender", None, A.MX1_V4, 25) == "reset"
+        assert lab.connect("sender", None, A.MX2_V4, 25) == "accepted"
+        status = appliance.client.call("status")
+        assert status["health"] == "ok", status["problems"]
+
+
+def test_at_boot_a_failing_management_address_does_not_stop_the_mail(lab: Lab, appliance: Appliance):
+    break_authorized_keys(appliance)
+    appliance.start(config_text(management=management()))
+    assert lab.connect("sender", None, A.MX1_V4, 25) == "reset"
+    assert lab.connect("sender", None, A.MX2_V4, 25) == "accepted"
+    assert br0_addresses(lab) == set()  # not half of it either
+    status = appliance.client.call("status")
+    assert status["health"] == "warning"
+    assert any("management address is not in place" in w for w in status["warnings"]), status["warnings"]
+    # Fixed and reloaded: the address is there and the warning gone.
+    appliance.config_path.with_name("authorized_keys").rmdir()
+    appliance.client.call("reload")
+    assert f"{BOX_V4}/24" in br0_addresses(lab)
+    assert appliance.client.call("status")["health"] == "ok"
+
+
+def test_status_names_an_address_nobody_configured(lab: Lab, appliance: Appliance):
+    appliance.start(config_text())
+    lab.fw_exec(["ip", "addr", "add", "192.0.2.9/24", "dev", "br0"])
+    status = appliance.client.call("status")
+    assert status["health"] == "warning"
+    assert any("192.0.2.9/24" in w and "the box answers there" in w for w in status["warnings"]), status
+    appliance.client.call("reload")
+    assert br0_addresses(lab) == set()
+    assert appliance.client.call("status")["health"] == "ok"

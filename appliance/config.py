@@ -104,7 +104,9 @@ class Management:
     gateways: tuple[IPAddress, ...] = ()  # default route per family, for admins beyond the subnet
     ssh_keys: tuple[str, ...] = ()  # root's authorized keys; none: no SSH
     allow: tuple[IPNetwork, ...] = ()  # who may reach SSH and metrics; empty: anyone
-    metrics: bool = True
+    # Off unless asked: the box's address sits on the uplink's segment, and the counters
+    # (mode, window) are nobody else's business.
+    metrics: bool = False
 
     def families(self) -> tuple[int, ...]:
         return tuple(f for f in FAMILIES if any(a.version == f for a in self.addresses))
@@ -535,7 +537,7 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
             f"no IPv{family} network, so nobody could reach the IPv{family} management address;"
             f" add one or drop that address",
         )
-    metrics = raw.get("metrics", True)
+    metrics = raw.get("metrics", Management.metrics)
     if not isinstance(metrics, bool):
         errs.add("management.metrics", f"must be true or false, not {metrics!r}")
     if len(errs.errors) > before:

@@ -27,11 +27,19 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = Path("/run/mxknock/control.sock")
+# Read-only: status for anyone on the box (the metrics server runs as a user of its own),
+# with no command that changes anything.
+DEFAULT_STATUS_SOCKET = Path("/run/mxknock/status.sock")
+STATUS_COMMANDS = ("ping", "status")
 MAX_REQUEST = 16 * 1024 * 1024  # a whitelist of 65536 networks fits with room to spare
 
 
 def socket_path() -> Path:
     return Path(os.environ.get("MXKNOCK_SOCKET", DEFAULT_SOCKET))
+
+
+def status_socket_path() -> Path:
+    return Path(os.environ.get("MXKNOCK_STATUS_SOCKET", DEFAULT_STATUS_SOCKET))
 
 
 class ControlError(RuntimeError):

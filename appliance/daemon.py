@@ -16,7 +16,7 @@ from typing import Any
 
 from . import config as config_module
 from . import state as state_module
-from .control import ControlServer, socket_path
+from .control import STATUS_COMMANDS, ControlServer, socket_path, status_socket_path
 from .engine import Engine
 from .notify import notify, watchdog_interval
 
@@ -63,6 +63,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="control socket (default $MXKNOCK_SOCKET or /run/mxknock/control.sock)",
     )
     parser.add_argument(
+        "--status-socket",
+        type=Path,
+        default=None,
+        help="read-only status socket, mode 0666 (default: status.sock next to --socket, "
+        "else $MXKNOCK_STATUS_SOCKET or /run/mxknock/status.sock)",
+    )
+    parser.add_argument(
         "--state-dir", type=Path, default=state_module.DEFAULT_DIR, help="where knocks and proven senders are saved"
     )
     parser.add_argument("--save-interval", type=float, default=60.0, help="seconds between state saves")
@@ -75,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     engine = Engine(args.config, state_dir=args.state_dir)
     engine.start()
-    server = ControlServer(args.socket or socket_path(), handlers(engine))
+    commands = handlers(engine)
+    server = ControlServer(args.socket or socket_path(), commands)
     server.serve_in_thread()
+    status_path = args.status_socket or (args.socket.with_name("status.sock") if args.socket else status_socket_path())
+    status_server = ControlServer(status_path, {name: commands[name] for name in STATUS_COMMANDS}, mode=0o666)
+    status_server.serve_in_thread()
 
     stop = threading.Event()
     reload_requested = threading.Event()
@@ -110,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         notify("WATCHDOG=1")
     notify("STOPPING=1")
     server.close()
+    status_server.close()
     _maintain(engine)  # save knocks and proven senders for the next start
     log.info("stopped; the rules stay in the kernel")
     return 0

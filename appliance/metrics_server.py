@@ -29,7 +29,7 @@ from typing import Any
 
 from . import metrics
 from .config import METRICS_PORT
-from .control import ControlClient, ControlError, socket_path
+from .control import ControlClient, ControlError, status_socket_path
 
 log = logging.getLogger("mxknock-metrics")
 
@@ -260,7 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ignored when systemd passes a socket",
     )
     parser.add_argument(
-        "--socket", type=Path, default=None, help=f"control socket of mxknockd (default {socket_path()})"
+        "--socket",
+        type=Path,
+        default=None,
+        help=f"mxknockd's read-only status socket (default {status_socket_path()}; the control socket works too)",
     )
     parser.add_argument(
         "--timeout", type=float, default=SCRAPE_TIMEOUT, metavar="SECONDS", help="how long to wait for mxknockd"
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    control = ControlClient(args.socket, timeout=args.timeout)
+    control = ControlClient(args.socket or status_socket_path(), timeout=args.timeout)
     try:
         inherited = inherited_socket()
     except OSError as exc:

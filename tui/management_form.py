@@ -55,13 +55,13 @@ def texts_from(config: Mapping[str, Any]) -> dict[str, str]:
     """Field texts for a config in the YAML shape, with or without a management section."""
     management = config.get("management")
     if not management:
-        return {"management": OFF, "address": "", "gateway": "", "allow": "", "metrics": YES, "ssh_keys": ""}
+        return {"management": OFF, "address": "", "gateway": "", "allow": "", "metrics": NO, "ssh_keys": ""}
     return {
         "management": ON,
         "address": ", ".join(management.get("address") or ()),
         "gateway": ", ".join(management.get("gateway") or ()),
         "allow": ", ".join(management.get("allow") or ()),
-        "metrics": YES if management.get("metrics", True) else NO,
+        "metrics": YES if management.get("metrics", cfg.Management.metrics) else NO,
         "ssh_keys": "\n".join(management.get("ssh_keys") or ()),
     }
 
@@ -77,7 +77,7 @@ def candidate(base: Mapping[str, Any], texts: Mapping[str, str]) -> dict[str, An
         "gateway": form.split(texts.get("gateway", "")),
         "ssh_keys": [key for _, key in key_lines(texts.get("ssh_keys", ""))],
         "allow": form.split(texts.get("allow", "")),
-        "metrics": texts.get("metrics", YES) == YES,
+        "metrics": texts.get("metrics", NO) == YES,
     }
     return data
 

@@ -33,6 +33,7 @@ management:
   gateway: [192.0.2.1]
   ssh_keys: ['{KEY}', '{KEY2}']
   allow: [198.51.100.0/24, 2001:db8:aa::/48]
+  metrics: true
 """
 )
 
@@ -105,7 +106,8 @@ async def test_set_an_address_a_gateway_and_a_key_then_keep_it(make_app, daemon)
         await pilot.press("enter")
         await poll(pilot)
         assert isinstance(app.screen, DashboardScreen)
-        assert "management 192.0.2.5/24  gw 192.0.2.1  ssh 1 key  metrics :9425" in shown(app, "#bridge")
+        # Metrics stay off unless asked for (the form's default).
+        assert "management 192.0.2.5/24  gw 192.0.2.1  ssh 1 key  metrics off" in shown(app, "#bridge")
 
 
 async def test_not_kept_in_time_the_old_management_comes_back(make_app, daemon, clock):

@@ -186,7 +186,7 @@ def test_console_sets_a_management_address_that_serves_metrics(
     server_log = (tmp_path / "metrics.log").open("w")
     server = subprocess.Popen(
         ["ip", "netns", "exec", lab.ns("fw"), sys.executable, "-m", "appliance.metrics_server",
-         "--socket", str(appliance.socket), "--listen", "[::]:9425"],
+         "--socket", str(appliance.status_socket), "--listen", "[::]:9425"],
         cwd=REPO, stdout=server_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -201,6 +201,9 @@ def test_console_sets_a_management_address_that_serves_metrics(
         terminal.keys("Tab")
         terminal.type("192.0.2.5/24")
         terminal.wait_for(r"Address\s+192\.0\.2\.5/24")
+        terminal.keys("Tab", "Tab", "Tab")  # past the gateway and the allowed networks to Metrics
+        terminal.keys("Enter", "Up", "Enter")  # off by default: pick "yes"
+        terminal.wait_for(r"Metrics\s+yes")
         terminal.keys("F2")
         review = terminal.wait_for(r"\+management:", r"\+\s+- 192\.0\.2\.5/24", r"a\s+Apply")
         show("management: review", review)

@@ -39,7 +39,7 @@ time.sleep(120)
 
 
 def management(**changes: object) -> dict:
-    return {"address": [f"{BOX_V4}/24", f"{BOX_V6}/64"], "ssh_keys": [SSH_KEY], **changes}
+    return {"address": [f"{BOX_V4}/24", f"{BOX_V6}/64"], "ssh_keys": [SSH_KEY], "metrics": True, **changes}
 
 
 @contextmanager

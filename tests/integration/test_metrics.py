@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,7 @@ def metrics_process(lab: Lab, appliance: Appliance) -> Iterator[Any]:
     started: list[MetricsProcess] = []
 
     def start(*launcher: str, listen: str | None = f"[::]:{PORT}") -> MetricsProcess:
-        argv = [*launcher, sys.executable, "-m", "appliance.metrics_server", "--socket", str(appliance.socket)]
+        argv = [*launcher, sys.executable, "-m", "appliance.metrics_server", "--socket", str(appliance.status_socket)]
         argv += ["--listen", listen] if listen else []
         process = MetricsProcess(lab, argv, appliance.workdir / f"metrics{len(started)}.log")
         started.append(process)
@@ -284,3 +285,45 @@ def test_socket_activation(lab: Lab, appliance: Appliance, metrics_process) -> N
         assert m["mxknock_up"].value() == 1 and m["mxknock_health"].value(state="ok") == 1
     assert "the socket systemd passed" in server.log(), server.log()
     assert server.stop() == 0
+
+
+STATUS_CLIENT = """
+import json, socket, sys
+
+def call(path, command):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(path)
+        s.sendall((json.dumps({"command": command, "args": {"yaml": ""}}) + "\\n").encode())
+        return json.loads(s.makefile().readline())
+
+status_path, control_path = sys.argv[1:3]
+result = {"status": call(status_path, "status").get("result", {}).get("health"), "apply": call(status_path, "apply")}
+try:
+    call(control_path, "status")
+    result["control"] = "open"
+except PermissionError:
+    result["control"] = "denied"
+print(json.dumps(result))
+"""
+
+
+def test_the_status_socket_serves_status_to_anyone_and_changes_nothing(lab: Lab) -> None:
+    """The metrics server runs as a user of its own (image: DynamicUser): it reads status
+    through the read-only socket and could not change a thing even if it were taken over."""
+    workdir = Path(tempfile.mkdtemp(prefix="mxknock-status-", dir="/tmp"))
+    workdir.chmod(0o755)  # an unprivileged user must reach the sockets (the image's /run/mxknock is 0755)
+    appliance = Appliance(lab.ns("fw"), workdir)
+    try:
+        appliance.start(config_text(window=600))
+        assert oct(appliance.status_socket.stat().st_mode & 0o777) == "0o666"
+        assert oct(appliance.socket.stat().st_mode & 0o777) == "0o600"
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c"]
+        out = lab.fw_exec([*nobody, STATUS_CLIENT, str(appliance.status_socket), str(appliance.socket)]).stdout
+        result = json.loads(out)
+        assert result["status"] == "ok"
+        assert result["apply"]["ok"] is False and "unknown command 'apply'" in result["apply"]["error"]
+        assert result["control"] == "denied"
+    finally:
+        appliance.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

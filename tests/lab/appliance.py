@@ -31,6 +31,7 @@ class Appliance:
         self.workdir = Path(workdir)
         self.config_path = self.workdir / "mxknock.yaml"
         self.socket = self.workdir / "control.sock"
+        self.status_socket = self.workdir / "status.sock"  # read-only, mode 0666
         self.state_dir = self.workdir / "state"
         self.log_path = self.workdir / "mxknockd.log"
         self.client = ControlClient(self.socket, timeout=30.0)
@@ -50,6 +51,7 @@ class Appliance:
             sys.executable, "-m", "appliance.daemon",
             "--config", str(self.config_path),
             "--socket", str(self.socket),
+            "--status-socket", str(self.status_socket),
             "--state-dir", str(self.state_dir),
             "--save-interval", str(save_interval),
         ]  # fmt: skip

@@ -60,7 +60,7 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
         "mode": "nolisting",
         "mx1": "192.0.2.10",
         "mx2": "192.0.2.20",
-        "management": {"address": "2001:db8::5/64"},
+        "management": {"address": "2001:db8::5/64", "metrics": True},
     },
     "ipv4-only": {
         "mode": "unlisting",
@@ -471,7 +471,7 @@ def test_no_management_no_input_rules():
 
 
 def test_management_input_chain_order():
-    rules = input_rules(management_config(ssh_keys=[SSH_KEY]))
+    rules = input_rules(management_config(ssh_keys=[SSH_KEY], metrics=True))
     assert rules == [
         f"-A INPUT -i br0 -j {INPUT_CHAIN}",
         f"-A {INPUT_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
@@ -490,7 +490,10 @@ def test_ssh_only_with_keys_and_metrics_only_when_on():
 
 def test_allow_list_limits_both_services_per_family():
     cfg = management_config(
-        address=["192.0.2.5/24", "2001:db8::5/64"], ssh_keys=[SSH_KEY], allow=["198.51.100.0/24", "2001:db8:ad::/48"]
+        address=["192.0.2.5/24", "2001:db8::5/64"],
+        ssh_keys=[SSH_KEY],
+        allow=["198.51.100.0/24", "2001:db8:ad::/48"],
+        metrics=True,
     )
     ruleset = compiler.compile_config(cfg)
     for family in (4, 6):

@@ -9,6 +9,7 @@ pytest.importorskip("pytest_asyncio")
 
 from textual.widgets import DataTable, Input, Select
 
+from tui.interfaces import Interface
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.edit import EditScreen
 from tui.screens.help import HelpScreen
@@ -22,7 +23,7 @@ from tui.widgets.field import FormField
 
 from .conftest import SIZE
 from .fake_daemon import CONFIG_YAML, LIFETIME, TIMEOUT_PROBLEM, UNREACHABLE, FakeDaemon
-from .helpers import poll, settle, text_of
+from .helpers import INTERFACES, poll, settle, text_of
 
 pytestmark = pytest.mark.asyncio
 
@@ -209,6 +210,32 @@ async def test_setup_refuses_missing_ports_and_one_port_for_both(make_app, daemo
         await pilot.press("o", "i")  # the same interface: it moves to inside
         assert app.screen.picks == {"inside": "eth0"}
         assert field(app, "outside").errors and not field(app, "inside").errors
+
+
+async def test_setup_shows_a_cable_plugged_in_and_drops_the_pick_of_a_nic_that_went(make_app, daemon):
+    daemon.config = None
+    nics = list(INTERFACES)
+    app = make_app(interfaces=lambda: list(nics))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#interfaces", DataTable)
+        await pilot.press("down", "down", "o")  # eth2: down, link unknown
+        assert table.get_row("eth2") == ["eth2", "52:54:00:00:00:03", "?", "down", "outside"]
+        # The admin plugs a cable into eth2 (the box brings unused NICs up to see this).
+        nics[2] = Interface("eth2", "52:54:00:00:00:03", "up", True, None)
+        nics.append(Interface("eth3", "52:54:00:00:00:05", "up", False, None))  # a USB NIC
+        app.screen.refresh_interfaces()  # what the 2 s timer does
+        await pilot.pause()
+        assert table.get_row("eth2") == ["eth2", "52:54:00:00:00:03", "link", "up", "outside"]
+        assert table.get_row("eth3")[:3] == ["eth3", "52:54:00:00:00:05", "no link"]
+        assert table.cursor_row == 2  # the highlight stays where the admin left it
+        del nics[2]  # unplugged from the bus: its pick goes, and the field says so
+        app.screen.refresh_interfaces()
+        await pilot.pause()
+        assert "eth2" not in [table.get_row_at(i)[0] for i in range(table.row_count)]
+        assert app.screen.picks == {}
+        assert "(press o on the list)" in shown(app, "#outside")
+        assert field(app, "outside").errors
 
 
 async def test_setup_can_be_left_and_reopened_from_the_dashboard(make_app, daemon):

@@ -16,6 +16,8 @@ from ..interfaces import Interface
 from .form import FormScreen
 
 ROLE_KEYS = {"outside": "o", "inside": "i"}
+# How often the NIC list is read again: a cable plugged in shows up as "link" this soon.
+LINK_REFRESH_SECONDS = 2.0
 
 
 class InterfaceTable(DataTable):
@@ -43,7 +45,7 @@ class SetupScreen(FormScreen):
     TITLE_TEXT = "First start: setup"
     INTRO = (
         "No configuration yet: the bridge stays closed. Press o on the port toward the Internet, "
-        "i on the port toward the mail server; F2 shows the rules before applying."
+        "i on the port toward the mail server (Link shows which has a cable); F2 reviews."
     )
 
     def __init__(self) -> None:
@@ -75,24 +77,48 @@ class SetupScreen(FormScreen):
 
     def on_mount(self) -> None:
         table = self.query_one(InterfaceTable)
-        for heading in ("Interface", "MAC", "Link", "State"):
-            table.add_column(heading)
+        self.columns = [table.add_column(heading) for heading in ("Interface", "MAC", "Link", "State")]
         self.role_column = table.add_column("Role", width=8)  # picks come later: room for "outside"
-        try:
-            interfaces = self.app.list_interfaces()
-        except OSError as exc:
-            interfaces = []
-            self.notify(f"cannot list the network interfaces: {exc}", severity="error")
-        for iface in interfaces:
-            table.add_row(*self.row(iface, ""), key=iface.name)
-        self.interfaces = {i.name: i for i in interfaces}
+        self.interfaces: dict[str, Interface] = {}
+        self.listing_failed = False
+        self.refresh_interfaces()
         table.focus()
+        self.set_interval(LINK_REFRESH_SECONDS, self.refresh_interfaces)
         # FormScreen.on_mount runs after this one (Textual calls each class's handler).
 
+    def refresh_interfaces(self) -> None:
+        """Read the NICs again: the admin tells the ports apart by plugging a cable in and
+        watching its Link change. Rows stay in place; picks of a NIC that is gone are dropped."""
+        try:
+            found = {i.name: i for i in self.app.list_interfaces()}
+        except OSError as exc:
+            if not self.listing_failed:  # once, not every 2 s
+                self.notify(f"cannot list the network interfaces: {exc}", severity="error")
+            self.listing_failed = True
+            return
+        self.listing_failed = False
+        table = self.query_one(InterfaceTable)
+        for name in self.interfaces.keys() - found.keys():
+            table.remove_row(name)
+        for name, iface in found.items():
+            if name not in self.interfaces:
+                table.add_row(*self.cells(iface), "", key=name)  # Role: show_picks() below
+            elif iface != self.interfaces[name]:
+                for column, value in zip(self.columns, self.cells(iface), strict=True):
+                    table.update_cell(name, column, value)
+        self.interfaces = found
+        gone = [role for role, name in self.picks.items() if name not in found]
+        for role in gone:
+            del self.picks[role]
+        self.show_picks()
+        for role in gone:
+            self.field_changed(role)
+
     @staticmethod
-    def row(iface: Interface, role: str) -> tuple[str, ...]:
+    def cells(iface: Interface) -> tuple[str, str, str, str]:
+        """Interface, MAC, Link, State: what the NIC itself says (the Role is the admin's)."""
         state = iface.operstate + (f", in {iface.master}" if iface.master else "")
-        return (iface.name, iface.mac, iface.link, state, role)
+        return (iface.name, iface.mac, iface.link, state)
 
     @on(InterfaceTable.Picked)
     def picked(self, message: InterfaceTable.Picked) -> None:
@@ -100,6 +126,12 @@ class SetupScreen(FormScreen):
         if self.picks.get(other) == message.name:
             del self.picks[other]  # one interface cannot be both ports
         self.picks[message.role] = message.name
+        self.dirty.update(self.picks)
+        self.show_picks()
+        self.field_changed(message.role)
+
+    def show_picks(self) -> None:
+        """The Role column and the two port fields, from self.picks."""
         table = self.query_one(InterfaceTable)
         for name in self.interfaces:
             role = next((r for r, n in self.picks.items() if n == name), "")
@@ -107,6 +139,3 @@ class SetupScreen(FormScreen):
         for role in ROLE_KEYS:
             text = self.picks.get(role) or f"(press {ROLE_KEYS[role]} on the list)"
             self.query_one(f"#{role}", Static).update(text)
-            if role in self.picks:
-                self.dirty.add(role)
-        self.field_changed(message.role)

@@ -11,6 +11,9 @@ VM_CONFIG     ?=
 # tcg (no KVM here); kvm where /dev/kvm works.
 ACCEL         ?= tcg
 IMAGE_TEST_ARGS ?=
+# Debian's python3, not whatever python3 comes first on PATH: the lab scripts use Debian
+# packages of image/REQUIREMENTS.txt (python3-pyte).
+HOST_PYTHON   ?= /usr/bin/python3
 
 .PHONY: image image-host-deps image-clean vm image-test image-help
 
@@ -32,9 +35,9 @@ image-clean:
 # Boot the image with two NICs wired into a namespace lab; the serial console is this terminal.
 vm:
 	@test -f $(IMAGE_DISK) || $(MAKE) --no-print-directory image
-	@python3 image/test/vmlab.py vm --prefix $(VM_PREFIX) --disk $(IMAGE_DISK) --mem $(VM_MEM) --accel $(ACCEL) \
+	@$(HOST_PYTHON) image/test/vmlab.py vm --prefix $(VM_PREFIX) --disk $(IMAGE_DISK) --mem $(VM_MEM) --accel $(ACCEL) \
 	  $(if $(VM_CONFIG),--config $(VM_CONFIG))
 
 # Build (incremental), boot under qemu+OVMF, push real traffic through the guest's bridge.
 image-test: image
-	@python3 image/test/image_test.py --disk $(IMAGE_DISK) --mem $(VM_MEM) --accel $(ACCEL) $(IMAGE_TEST_ARGS)
+	@$(HOST_PYTHON) image/test/image_test.py --disk $(IMAGE_DISK) --mem $(VM_MEM) --accel $(ACCEL) $(IMAGE_TEST_ARGS)

@@ -21,9 +21,12 @@ managed: the same config plus a management address (192.0.2.5/24, 2001:db8::5/64
   keys were made on the box; the metrics endpoint serves Prometheus text with the daemon's
   counters; an address outside management.allow gets no answer on 22 or 9425.
 unconfigured: the image as shipped. Checks: ready with health critical and no filtering, nothing
-  forwarded (no bridge exists), the console's first-start setup on the serial line, power-off.
+  forwarded (no bridge exists), the console's first-start setup on the serial line listing both
+  NICs with a link (the box brings unused NICs up, without addresses, so the admin can tell
+  the ports apart), nothing sent on the outside wire all the same, power-off.
 
-Results, serial captures and timings go to build/image/test/ (figures.json).
+Results, serial captures (serial.log, serial.txt, and screen.txt: the console's last screen as
+a terminal showed it) and timings go to build/image/test/ (figures.json).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyte  # Debian's python3-pyte: the serial line rendered as the terminal showed it
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vmlab
 
@@ -44,6 +49,8 @@ HERE = Path(__file__).resolve().parent
 ANSI = re.compile(rb"\x1b(\[[0-9;?=>]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78DEHMc])")
 READY = re.compile(rb"mxknock: (NOT READY|READY)([^\r\n]*)")
 ALT_SCREEN = b"\x1b[?1049h"
+GUEST_NICS = (("eth0", vmlab.GUEST_MACS["outside"]), ("eth1", vmlab.GUEST_MACS["inside"]))
+CONSOLE_SIZE = (80, 24)  # the console unit's terminal on ttyS0 (columns, lines)
 FALLBACK = b"mxknock console (text fallback"
 
 
@@ -79,6 +86,14 @@ def wait_for(predicate, timeout: float, step: float = 0.5):
 
 def plain(data: bytes) -> str:
     return ANSI.sub(b"", data).replace(b"\r", b"").decode(errors="replace")
+
+
+def rendered(data: bytes) -> str:
+    """What the console's terminal shows after `data`: Textual redraws only the cells that
+    change, so the stream's text alone need not read as the screen does."""
+    screen = pyte.Screen(*CONSOLE_SIZE)
+    pyte.ByteStream(screen).feed(data)
+    return "\n".join(line.rstrip() for line in screen.display)
 
 
 def probe(ns: str, source: str, dest: str, timeout: float = 10, port: int = 25) -> dict:
@@ -191,6 +206,13 @@ class Boot:
         self.ready_at = found.end()
         return found
 
+    def console_screen(self) -> str | None:
+        """The serial console's screen now, drawn by the console started after the
+        readiness line (None until it switched to the alternate screen)."""
+        tail = self.serial()[self.ready_at :]
+        pos = tail.rfind(ALT_SCREEN)  # Textual switches to the alternate screen, then draws
+        return rendered(tail[pos:]) if pos >= 0 else None
+
     def wait_console(self, live_text: str, timeout: float = 180) -> str | None:
         """The console drawn after the readiness line, showing `live_text` (or the fallback)."""
 
@@ -199,8 +221,8 @@ class Boot:
             fallback = tail.find(FALLBACK)
             if fallback >= 0 and b"health:" in tail[fallback:]:  # its header, then `mxknock status`
                 return "fallback"
-            pos = tail.find(ALT_SCREEN)  # Textual switches to the alternate screen, then draws
-            if pos >= 0 and live_text in plain(tail[pos:]).lower():
+            screen = self.console_screen()
+            if screen is not None and live_text in screen.lower():
                 return "textual"
             return None
 
@@ -212,6 +234,9 @@ class Boot:
 
     def power_off(self) -> None:
         print(f"== image-test [{self.name}]: power off", flush=True)
+        screen = self.console_screen()
+        if screen is not None:  # the last screen the serial console showed, for the record
+            (self.out / "screen.txt").write_text(screen + "\n")
         t_off = time.monotonic()
         vmlab.qmp_command(self.qmp, "system_powerdown")
         try:
@@ -226,6 +251,25 @@ class Boot:
         self.procs["tcpdump"].wait(timeout=10)
         dump = subprocess.run(["tcpdump", "-r", str(self.pcap), "-n", "-e"], capture_output=True, text=True, timeout=60)
         return dump.stdout.splitlines()
+
+    def check_invisible(self) -> None:
+        """Stop the capture on the outside wire and check that no frame came from the box."""
+        frames = self.stop_capture()
+        guest = {m.lower() for m in vmlab.GUEST_MACS.values()}
+        known = lab_macs(self.lab)
+        # Frames the box sent itself: from its NICs' MACs, or from any MAC that is not the lab's
+        # (its bridge's MAC is random until a port joins). Reported, not failed, unless
+        # --strict-invisible: the fixes belong to appliance/bridge.py (see image/README.md).
+        own = [f for f in frames if f.split(" ")[1:2] and f.split(" ")[1].lower() in guest]
+        unknown = [f for f in frames if f.split(" ")[1:2] and f.split(" ")[1].lower() not in known | guest]
+        self.figures["outside_frames_from_guest"] = len(own) + len(unknown)
+        self.checks.check(
+            f"[{self.name}] invisible: no frame on the outside wire comes from the box itself",
+            not own and not unknown,
+            f"{len(frames)} frames captured; from the guest's NICs: {len(own)}, from other MACs than the "
+            f"lab's: {len(unknown)}" + "".join(f"\n         {f[:200]}" for f in (own + unknown)[:4]),
+            warn_only=not self.args.strict_invisible,
+        )
 
     def __exit__(self, *exc) -> None:
         qemu = self.procs.get("qemu")
@@ -331,22 +375,7 @@ def configured(args: argparse.Namespace, checks: Checks, figures: dict) -> None:
             }[kind],
         )
 
-        frames = boot.stop_capture()
-        guest = {m.lower() for m in vmlab.GUEST_MACS.values()}
-        known = lab_macs(lab)
-        # Frames the box sent itself: from its NICs' MACs, or from any MAC that is not the lab's
-        # (its bridge's MAC is random until a port joins). Reported, not failed, unless
-        # --strict-invisible: the fixes belong to appliance/bridge.py (see image/README.md).
-        own = [f for f in frames if f.split(" ")[1:2] and f.split(" ")[1].lower() in guest]
-        unknown = [f for f in frames if f.split(" ")[1:2] and f.split(" ")[1].lower() not in known | guest]
-        boot.figures["outside_frames_from_guest"] = len(own) + len(unknown)
-        checks.check(
-            "invisible: no frame on the outside wire comes from the box itself",
-            not own and not unknown,
-            f"{len(frames)} frames captured; from the guest's NICs: {len(own)}, from other MACs than the "
-            f"lab's: {len(unknown)}" + "".join(f"\n         {f[:200]}" for f in (own + unknown)[:4]),
-            warn_only=not args.strict_invisible,
-        )
+        boot.check_invisible()
         boot.power_off()
 
 
@@ -512,7 +541,23 @@ def unconfigured(args: argparse.Namespace, checks: Checks, figures: dict) -> Non
                 None: "no setup screen after the readiness line",
             }[kind],
         )
-        boot.stop_capture()
+        if kind == "textual":
+            # Unused NICs are brought up (no address, no IPv6), so the setup can show which has
+            # a cable; both taps are up in the lab, so both ports must read "link".
+            rows = [re.compile(rf"^ *{nic} +{re.escape(mac)} +link\b", re.M) for nic, mac in GUEST_NICS]
+
+            def links_shown():
+                screen = boot.console_screen() or ""
+                return all(row.search(screen) for row in rows)
+
+            shown = wait_for(links_shown, 30)
+            table = [line for line in (boot.console_screen() or "").splitlines() if re.match(r" *eth\d", line)]
+            checks.check(
+                "[unconfigured] the setup shows both NICs with their link (cables in)",
+                bool(shown),
+                " | ".join(line.strip() for line in table) or "no interface rows on the screen",
+            )
+        boot.check_invisible()
         boot.power_off()
 
 
@@ -548,7 +593,7 @@ def main() -> int:
     figures["test_s"] = round(time.monotonic() - start, 1)
     (Path(args.out) / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(f"== image-test: figures {json.dumps(figures)}")
-    print(f"== image-test: serial captures in {args.out}/*/serial.log (plain text: serial.txt)")
+    print(f"== image-test: serial captures in {args.out}/*/: serial.log, serial.txt (text), screen.txt (the console)")
     for name, detail in checks.warnings:
         print(f"image-test: WARNING: {name}: {detail}")
     passed = len(checks.results) - checks.failed

@@ -14,8 +14,9 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 
+from appliance.interfaces import Interface, list_interfaces
+
 from .backend import Backend, Client
-from .interfaces import Interface, list_interfaces
 from .messages import StatusArrived
 from .rates import RateTracker
 from .screens.dashboard import DashboardScreen

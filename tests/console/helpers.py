@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from tui.interfaces import Interface
+from appliance.interfaces import Interface
 
 if TYPE_CHECKING:
     from textual.pilot import Pilot

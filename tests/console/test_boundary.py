@@ -23,7 +23,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 """
 
-PURE = ("tui", "tui.backend", "tui.form", "tui.rates", "tui.format", "tui.diff", "tui.interfaces", "tui.state")
+PURE = ("tui", "tui.backend", "tui.form", "tui.rates", "tui.format", "tui.diff", "tui.state")
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:

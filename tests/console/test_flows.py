@@ -9,7 +9,7 @@ pytest.importorskip("pytest_asyncio")
 
 from textual.widgets import DataTable, Input, Select
 
-from tui.interfaces import Interface
+from appliance.interfaces import Interface
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.edit import EditScreen
 from tui.screens.help import HelpScreen

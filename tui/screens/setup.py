@@ -11,8 +11,9 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from appliance.interfaces import Interface
+
 from .. import form
-from ..interfaces import Interface
 from .form import FormScreen
 
 ROLE_KEYS = {"outside": "o", "inside": "i"}

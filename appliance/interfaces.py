@@ -1,8 +1,9 @@
 """The machine's network interfaces, read from /sys/class/net (read-only).
 
-First-start setup needs them to pick the outside and inside ports. The console runs
+The console's first-start setup lists them to pick the outside and inside ports (it runs
 on the appliance itself, so it reads sysfs directly; the app takes the lister as a
-parameter so tests (and a future `interfaces` API command) can replace it.
+parameter so tests can replace it), and the image's prestart brings the unused ones up
+so that the setup can show their links.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ class Interface:
     operstate: str  # "up", "down", "unknown", ...
     carrier: bool | None  # None: cannot tell (the link is administratively down)
     master: str | None  # the bridge it is a port of, if any
+
+    @property
+    def administratively_down(self) -> bool:
+        # The kernel answers a read of carrier with EINVAL exactly while the link is down.
+        return self.carrier is None
 
     @property
     def link(self) -> str:

@@ -1,5 +1,5 @@
 """The console's pure parts: the form model (judged by appliance.config), rates,
-formatting, diffs, the interface lister and the management form. No Textual needed."""
+formatting, diffs and the management form (the interface lister: tests/unit/test_interfaces.py). No Textual needed."""
 
 from __future__ import annotations
 

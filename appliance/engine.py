@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -25,10 +24,10 @@ from .config import (
     FieldError,
     Management,
     edit_networks,
-    load,
     parse_yaml,
     proven_sender,
 )
+from .files import atomic_write, stage_file
 from .ruleset import FamilyRuleset, Ruleset
 from .state import StateKeeper
 
@@ -50,6 +49,7 @@ class PendingChange:
     new_text: str
     deadline: float
     timer: threading.Timer | None
+    staged: Path  # the new file, written before the change went live; put in place on confirm
 
 
 class Engine:
@@ -61,6 +61,9 @@ class Engine:
         authorized_keys: Path | None = None,
     ):
         self.config_path = Path(config_path)
+        # A copy of the last file that was put in force: a file broken by hand (or by a bad
+        # disk) must not leave the mail path without filtering after a restart.
+        self.last_good_path = self.config_path.with_name(self.config_path.name + ".last-good")
         # Root's SSH keys from management.ssh_keys, next to the config (sshd reads it there).
         self.authorized_keys = authorized_keys or self.config_path.parent / "authorized_keys"
         self.state = StateKeeper(state_dir) if state_dir else None
@@ -70,22 +73,27 @@ class Engine:
         self.last_error: str | None = None  # why filtering is not (fully) in place
         self.notice: str | None = None  # something the admin should know, not a fault
         self.management_error: str | None = None  # the management address failed; mail is filtered
+        self.file_problem: str | None = None  # the file is broken; the last good config filters meanwhile
         self.before_commit = before_commit  # failure injection for tests
         self._lock = threading.RLock()
 
     # ---- start-up -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the file and put it in force; without a usable one, stay closed and say why."""
+        """Load the file and put it in force; without a usable one, fall back to the last good
+        config if there is one, else stay closed and say why. Never raises: the daemon stays up."""
         if not self.config_path.exists():
             self.last_error = f"no config at {self.config_path}: the bridge stays closed until one is applied"
             log.warning(self.last_error)
             return
         try:
-            config = load(self.config_path)
+            text, config = _read_config(self.config_path)
         except ConfigError as exc:
-            self.last_error = f"{self.config_path} is not valid ({exc}): the bridge stays closed; fix it and reload"
-            log.error(self.last_error)
+            self._start_from_last_good(str(exc))
+            return
+        except Exception as exc:  # a loader bug must not crash-loop the daemon: same as a bad file
+            log.exception("reading %s failed", self.config_path)
+            self._start_from_last_good(f"cannot be read: {exc!r}")
             return
         try:
             # Saved knocks and proven senders go back in before the bridge forwards.
@@ -93,6 +101,37 @@ class Engine:
         except EngineError as exc:
             self.last_error = str(exc)
             log.error("filtering is NOT in place: %s", exc)
+            return
+        self._remember_good(text)
+
+    def _start_from_last_good(self, problem: str) -> None:
+        why = f"{self.config_path} is not valid ({problem})"
+        try:
+            _, config = _read_config(self.last_good_path)
+        except Exception:  # none, or broken too: nothing to fall back on
+            self.last_error = f"{why}: the bridge stays closed; fix it and `mxknock reload`"
+            log.error(self.last_error)
+            return
+        try:
+            self._put_in_force(config, before_forwarding=self._restore_state)
+        except EngineError as apply_exc:
+            self.last_error = f"{why}, and the last good config failed too: {apply_exc}"
+            log.error("filtering is NOT in place: %s", self.last_error)
+            return
+        self.file_problem = (
+            f"{why}; filtering with the last good config ({self.last_good_path}) meanwhile:"
+            " fix the file and `mxknock reload`"
+        )
+        log.error(self.file_problem)
+
+    def _remember_good(self, text: str) -> None:
+        """Keep a copy of a config that is in force and saved (only when it changed)."""
+        try:
+            if self.last_good_path.exists() and self.last_good_path.read_text(errors="replace") == text:
+                return
+            atomic_write(self.last_good_path, text, mode=0o600)
+        except OSError as exc:  # a convenience: never a reason to refuse a change
+            log.warning("cannot keep a copy of the good config at %s: %s", self.last_good_path, exc)
 
     def _restore_state(self, config: Config, ruleset: Ruleset) -> None:
         if self.state is None:
@@ -120,32 +159,42 @@ class Engine:
         with self._lock:
             self._refuse_while_pending()
             previous = self.config
-            self._put_in_force(config)
+            # The file is written first: a change is saved and live, or neither (a full disk
+            # refuses the change before the kernel sees it).
+            staged = self._stage(text)
+            try:
+                self._put_in_force(config)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
             if confirm_within:
-                pending = PendingChange(previous, text, time.monotonic() + confirm_within, None)
+                pending = PendingChange(previous, text, time.monotonic() + confirm_within, None, staged)
                 pending.timer = threading.Timer(confirm_within, self._rollback_on_timeout, args=(pending,))
                 pending.timer.daemon = True
                 self.pending = pending
                 pending.timer.start()
             else:
-                self._save(text)
+                self._commit_staged(staged, text, previous)
             return {"applied": True, "confirm_within": confirm_within}
 
     def reload(self) -> dict[str, Any]:
         """Re-read the file (SIGHUP); a bad file is refused and the running rules stay."""
-        config = load(self.config_path)
+        text, config = _read_config(self.config_path)
         with self._lock:
             self._refuse_while_pending()
             self._put_in_force(config)
+            self.file_problem = None
+            self._remember_good(text)
         return {"applied": True}
 
     def confirm(self) -> dict[str, Any]:
         with self._lock:
             if self.pending is None:
                 raise EngineError("nothing is waiting for confirmation")
-            _cancel(self.pending)
-            self._save(self.pending.new_text)
+            pending = self.pending
+            _cancel(pending)
             self.pending = None
+            self._commit_staged(pending.staged, pending.new_text, pending.previous)
             return {"confirmed": True}
 
     def rollback(self) -> dict[str, Any]:
@@ -154,6 +203,7 @@ class Engine:
                 raise EngineError("nothing is waiting for confirmation")
             _cancel(self.pending)
             previous = self.pending.previous
+            self.pending.staged.unlink(missing_ok=True)
             self.pending = None
             if previous is not None:
                 self._put_in_force(previous)
@@ -191,9 +241,16 @@ class Engine:
             self._refuse_while_pending()
             if self.config is None:
                 raise EngineError("no configuration yet: apply one first")
+            previous = self.config
             config = edit_networks(self.config, key, add, remove)
-            self._put_in_force(config)
-            self._save(config.to_yaml())
+            text = config.to_yaml()
+            staged = self._stage(text)
+            try:
+                self._put_in_force(config)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            self._commit_staged(staged, text, previous)
             return {key: config.to_dict()[key]}  # the file's own format, as whitelist_list answers
 
     def _put_in_force(self, config: Config, before_forwarding: Any = None) -> None:
@@ -292,20 +349,32 @@ class Engine:
             except netfilter.ApplyError:
                 log.exception("could not restore the previous rules")
 
-    def _save(self, text: str) -> None:
-        """Write the config file atomically: a crash leaves the old file or the new one."""
-        self.config_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.config_path.parent, prefix=".mxknock-", suffix=".yaml")
+    def _stage(self, text: str) -> Path:
+        """Write the new file beside the config (synced): what can fail on a full or broken
+        disk fails here, before anything in the kernel changes."""
         try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.config_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            return stage_file(self.config_path, text, mode=0o644)
+        except OSError as exc:
+            raise EngineError(
+                f"cannot save the config to {self.config_path} ({exc.strerror or exc}): nothing was changed;"
+                " free space on that disk and try again"
+            ) from exc
+
+    def _commit_staged(self, staged: Path, text: str, previous: Config | None) -> None:
+        """Put the staged file in place; if even that fails, the kernel goes back to `previous`."""
+        try:
+            os.replace(staged, self.config_path)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            if previous is not None:
+                self._put_in_force(previous)
+            else:
+                self._unconfigure()
+            raise EngineError(
+                f"cannot save the config to {self.config_path} ({exc.strerror or exc}): the change was undone"
+            ) from exc
+        self.file_problem = None
+        self._remember_good(text)
 
     # ---- reading --------------------------------------------------------------------
 
@@ -337,6 +406,7 @@ class Engine:
                 if family not in bridge_state.reset_routes
             ]
             warnings = (
+                self.file_problem,
                 self.management_error,
                 *management_problems,  # the mail is filtered all the same: a warning
                 self.notice,
@@ -474,6 +544,22 @@ def _check_confirm_within(value: Any) -> None:
         raise ConfigError(
             [FieldError("confirm_within", f"must be seconds from 1 to {CONFIRM_WITHIN_MAX}, not {value!r}")]
         )
+
+
+def _read_config(path: Path) -> tuple[str, Config]:
+    """The file's text (as written, comments and all) and the Config it describes."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([FieldError("(file)", f"cannot read {path}: {exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [FieldError("(file)", f"line {line} is not UTF-8 text (byte {exc.start}): save the file as UTF-8")]
+        ) from None
+    return text, parse_yaml(text)
 
 
 def _cancel(pending: PendingChange) -> None:

@@ -1,0 +1,34 @@
+"""Writing files so that a crash, a power cut or a full disk leaves the old file or the new
+one, never half of one: write a temporary file beside it, sync it, then rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def stage_file(path: Path, text: str, mode: int = 0o644) -> Path:
+    """Write `text` to a synced temporary file beside `path` and return it: what a full or
+    broken disk can refuse, it refuses here. `os.replace(staged, path)` then puts it in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    staged = stage_file(path, text, mode)
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise

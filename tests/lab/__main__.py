@@ -36,7 +36,7 @@ def up(prefix: str, mx: str, state_file: Path, with_daemon: bool = False) -> int
     print(f"state: {state_file}")
     if with_daemon:
         try:
-            state["daemon_pid"] = demo.start_daemon(lab)
+            state["daemon_pid"] = demo.start_daemon(lab, state_file.parent)
         finally:  # recorded even on failure, so `down` cleans up what did start
             state_file.write_text(json.dumps(state, indent=2) + "\n")
         demo.show(lab)
@@ -50,6 +50,7 @@ def down(state_file: Path) -> int:
         print(f"no lab state at {state_file}; nothing to do")
         return 0
     demo.stop_daemon(state.get("daemon_pid"))
+    demo.forget_daemon_files(state_file.parent)
     Lab(state["prefix"], workdir=Path(state["workdir"])).stop()
     state_file.unlink(missing_ok=True)
     print(f"lab {state['prefix']} down")

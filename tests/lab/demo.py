@@ -7,6 +7,7 @@ console work from the host (the daemon serves the default socket) until `make de
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,15 +27,17 @@ def _step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def start_daemon(lab: Lab) -> int:
-    """mxknockd in the lab's fw namespace, detached so it outlives `make demo`."""
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    config_path = DEMO_DIR / "mxknock.yaml"
+def start_daemon(lab: Lab, demo_dir: Path = DEMO_DIR) -> int:
+    """mxknockd in the lab's fw namespace, detached so it outlives `make demo`. Each demo
+    is a new lab, so it starts from nothing: no knocks or proven senders of the last one."""
+    forget_daemon_files(demo_dir)
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    config_path = demo_dir / "mxknock.yaml"
     config_path.write_text(config_module.default_text())
-    log = (DEMO_DIR / "mxknockd.log").open("ab")
+    log = (demo_dir / "mxknockd.log").open("ab")
     argv = [
         "ip", "netns", "exec", lab.ns("fw"), sys.executable, "-m", "appliance.daemon",
-        "--config", str(config_path), "--state-dir", str(DEMO_DIR / "state"), "--socket", str(socket_path()),
+        "--config", str(config_path), "--state-dir", str(demo_dir / "state"), "--socket", str(socket_path()),
     ]  # fmt: skip
     repo = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(argv, stdout=log, stderr=log, cwd=repo, start_new_session=True)
@@ -42,13 +45,20 @@ def start_daemon(lab: Lab) -> int:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"mxknockd exited; see {DEMO_DIR / 'mxknockd.log'}")
+            raise RuntimeError(f"mxknockd exited; see {demo_dir / 'mxknockd.log'}")
         try:
             client.call("ping")
             return process.pid
         except ControlError:
             time.sleep(0.1)
-    raise RuntimeError(f"mxknockd did not answer in 15 s; see {DEMO_DIR / 'mxknockd.log'}")
+    raise RuntimeError(f"mxknockd did not answer in 15 s; see {demo_dir / 'mxknockd.log'}")
+
+
+def forget_daemon_files(demo_dir: Path) -> None:
+    """The demo daemon's saved state and config (the log stays, for reading afterwards)."""
+    shutil.rmtree(demo_dir / "state", ignore_errors=True)
+    for name in ("mxknock.yaml", "mxknock.yaml.last-good"):
+        (demo_dir / name).unlink(missing_ok=True)
 
 
 def stop_daemon(pid: int | None) -> None:

@@ -61,7 +61,9 @@ def prepare(bridge: Bridge) -> None:
         if index is None:
             ipr.link("add", ifname=bridge.name, kind="bridge", **settings)
             index = _index(ipr, bridge.name)
-        else:
+        elif _bridge_settings_differ(ipr, index, settings):
+            # Only when something differs: setting a bridge's options, even to the values
+            # it has, makes the kernel re-send the box's MLD reports.
             ipr.link("set", index=index, kind="bridge", **settings)
         adopted_running = bool(ipr.get_links(index)[0]["flags"] & IFF_UP)
         if not adopted_running:
@@ -93,6 +95,14 @@ def prepare(bridge: Bridge) -> None:
         _release_other_ports(ipr, index, {bridge.outside, bridge.inside})
         ipr.link("set", index=index, state="up")
         _add_reset_routes(ipr, index, bridge.name)
+
+
+def _bridge_settings_differ(ipr: IPRoute, index: int, settings: dict[str, int]) -> bool:
+    info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if data is None:
+        return True
+    return any(data.get_attr(f"IFLA_{name.upper()}") != value for name, value in settings.items())
 
 
 def _release_other_ports(ipr: IPRoute, index: int, wanted: set[str]) -> None:

@@ -85,6 +85,16 @@ def set_name(kind: str, family: int) -> str:
     return f"mxknock-{kind}{family}"
 
 
+# Sets whose entries come from the config: when a config no longer names one (the
+# management address removed, a family dropped), it goes. Trust sets stay: what was
+# learned outlives a change of mode.
+CONFIG_SET_KINDS = ("allow", "select", "manage")
+
+
+def config_set_names() -> tuple[str, ...]:
+    return tuple(set_name(kind, family) for kind in CONFIG_SET_KINDS for family in (4, 6))
+
+
 def compile_config(config: Config) -> Ruleset:
     return Ruleset(tuple(_compile_family(config, family) for family in (4, 6)))
 

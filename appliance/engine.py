@@ -334,9 +334,11 @@ class Engine:
 
     def _set_management(self, bridge_name: str, wanted: Management | None, quiet: bool = False) -> None:
         try:
+            # Keys first: once the address answers (duplicate address detection takes a
+            # second), SSH should already take the configured keys.
+            management.write_authorized_keys(self.authorized_keys, wanted)
             management.apply(bridge_name, wanted)
             bridge.ensure_reset_routes(bridge_name)
-            management.write_authorized_keys(self.authorized_keys, wanted)
         except (management.ManagementError, OSError):
             if not quiet:
                 raise

@@ -147,3 +147,8 @@ def add(name: str, family: int, address: str, timeout: int | None = None) -> Non
 def delete(name: str, family: int, address: str) -> None:
     with IPSetSocket() as ips:
         ips.delete(name, address, family=FAMILY[family])
+
+
+def destroy(ips: IPSetSocket, name: str) -> None:
+    """Remove a set if it exists."""
+    _destroy_if_present(ips, name)

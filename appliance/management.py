@@ -13,11 +13,13 @@ import ipaddress
 import os
 import socket
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
+from .arp import arp_probe
 from .config import METRICS_PORT, IPAddress, IPInterface, Management
 
 # Below the reset route's metric (bridge.RESET_ROUTE_METRIC): replies to admins beyond
@@ -25,6 +27,8 @@ from .config import METRICS_PORT, IPAddress, IPInterface, Management
 ROUTE_METRIC = 100
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
+# One neighbour solicitation, answered within the kernel's 1 s retransmit timer, with room.
+DAD_WAIT = 2.5
 DEFAULTS = {4: "0.0.0.0/0", 6: "::/0"}
 FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
 
@@ -67,23 +71,86 @@ def _sync(bridge_name: str, management: Management | None, add: bool) -> None:
         if not found:
             raise ManagementError(f"no bridge {bridge_name} to put the management address on")
         index = found[0]
-        mac = ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+        link = ipr.get_links(index)[0]
+        mac = link.get_attr("IFLA_ADDRESS")
         wanted = wanted_addresses(management, mac)
         present = {_interface(msg) for msg in ipr.get_addr(index=index)}
         try:
+            if not any(a.version == 6 for a in wanted) and any(a.version == 6 for a in present):
+                _drop_ipv6_silently(bridge_name)
+                present = {a for a in present if a.version != 6}
             for interface in present - wanted:
                 ipr.addr("del", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
             for family in (4, 6):
                 gateway = management.gateway(family) if management else None
                 _set_default_route(ipr, index, family, gateway, add=False)  # drop the unwanted ones only
             if add:
-                for interface in wanted - present:
+                carrier = link.get_attr("IFLA_OPERSTATE") == "UP"
+                if any(a.version == 6 for a in wanted - present):
+                    _ensure_dad(bridge_name)
+                for interface in sorted(wanted - present, key=lambda a: a.version):
+                    if carrier and interface.version == 4:
+                        _refuse_if_taken_v4(bridge_name, mac, interface.ip)
                     ipr.addr("add", index=index, address=str(interface.ip), prefixlen=interface.network.prefixlen)
+                if carrier:
+                    _refuse_if_taken_v6(ipr, index, wanted - present)
                 for family in (4, 6):
                     gateway = management.gateway(family) if management else None
                     _set_default_route(ipr, index, family, gateway, add=True)
+        except ManagementError:
+            raise
         except Exception as exc:  # pyroute2's NetlinkError carries the kernel's words
             raise ManagementError(f"cannot set the management address on {bridge_name}: {exc}") from exc
+
+
+def _drop_ipv6_silently(bridge_name: str) -> None:
+    """Remove every IPv6 address at once. Deleting them one by one makes the kernel leave
+    their multicast groups with MLD reports on the wire (2, measured); turning IPv6 off and
+    on again drops them without a word, and the box must stay silent without an address.
+    IPv6 stays on for the resets (their route is put back by bridge.ensure_reset_routes)."""
+    switch = Path(f"/proc/sys/net/ipv6/conf/{bridge_name}/disable_ipv6")
+    switch.write_text("1")
+    switch.write_text("0")
+
+
+def _ensure_dad(bridge_name: str) -> None:
+    """Duplicate address detection on, whatever the distribution's defaults say."""
+    conf = Path(f"/proc/sys/net/ipv6/conf/{bridge_name}")
+    (conf / "accept_dad").write_text("1")
+    (conf / "dad_transmits").write_text("1")
+
+
+def _refuse_if_taken_v4(bridge_name: str, mac: str, address: ipaddress.IPv4Address) -> None:
+    owner = arp_probe(bridge_name, mac, address)
+    if owner is not None:
+        raise ManagementError(
+            f"management.address: {address} is already used by another host on the link ({owner}); pick a free one"
+        )
+
+
+def _refuse_if_taken_v6(ipr: IPRoute, index: int, added: set[IPInterface]) -> None:
+    """The kernel runs duplicate address detection on each new IPv6 address: wait for its
+    verdict, and take back an address another host already has."""
+    wanted = {str(a.ip) for a in added if a.version == 6 and not a.ip.is_link_local}
+    deadline = time.monotonic() + DAD_WAIT
+    while wanted:
+        states = {
+            msg.get_attr("IFA_ADDRESS"): msg.get_attr("IFA_FLAGS") or msg["flags"]
+            for msg in ipr.get_addr(index=index, family=socket.AF_INET6)
+        }
+        for address in sorted(wanted):
+            flags = states.get(address, 0)
+            if flags & IFA_F_DADFAILED:
+                interface = next(a for a in added if str(a.ip) == address)
+                ipr.addr("del", index=index, address=address, prefixlen=interface.network.prefixlen)
+                raise ManagementError(
+                    f"management.address: {address} is already used by another host on the link; pick a free one"
+                )
+            if not flags & IFA_F_TENTATIVE:
+                wanted.discard(address)
+        if not wanted or time.monotonic() > deadline:
+            return  # still tentative: status reports it once DAD has spoken
+        time.sleep(0.05)
 
 
 def _interface(msg) -> IPInterface:

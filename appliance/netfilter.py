@@ -19,6 +19,7 @@ from typing import Any
 import iptc
 
 from . import ipsets
+from .compiler import config_set_names
 from .ruleset import BASE_CHAINS, CHAIN, COMMENT_PREFIX, FamilyRuleset, Match, Rule, Ruleset
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,19 @@ def apply(ruleset: Ruleset, before_commit: FailureHook | None = None, previous: 
             detail = exc.args[0] if exc.args else exc
             raise ApplyError(f"the kernel refused the rules ({detail}); the previous rules are back") from exc
         txn.commit()
+        _destroy_unused_sets(ips, ruleset)
+
+
+def _destroy_unused_sets(ips: Any, ruleset: Ruleset) -> None:
+    """Config sets the new rules no longer use (no rule names them now that both tables
+    are committed). Left behind they would only confuse an admin reading `ipset list`."""
+    wanted = {spec.name for fam in ruleset.families for spec in fam.sets}
+    for name in config_set_names():
+        if name not in wanted:
+            try:
+                ipsets.destroy(ips, name)
+            except Exception:  # harmless if it stays: nothing refers to it
+                log.exception("could not remove the unused ipset %s", name)
 
 
 def verify(ruleset: Ruleset, deep: bool = True) -> list[str]:

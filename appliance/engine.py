@@ -27,7 +27,7 @@ from .config import (
     parse_yaml,
     proven_sender,
 )
-from .files import atomic_write, stage_file
+from .files import atomic_write, remove_staged, stage_file
 from .ruleset import FamilyRuleset, Ruleset
 from .state import StateKeeper
 
@@ -82,6 +82,7 @@ class Engine:
     def start(self) -> None:
         """Load the file and put it in force; without a usable one, fall back to the last good
         config if there is one, else stay closed and say why. Never raises: the daemon stays up."""
+        remove_staged(self.config_path)  # of a change that was waiting for confirmation when we stopped
         if not self.config_path.exists():
             self.last_error = f"no config at {self.config_path}: the bridge stays closed until one is applied"
             log.warning(self.last_error)

@@ -12,7 +12,7 @@ def stage_file(path: Path, text: str, mode: int = 0o644) -> Path:
     """Write `text` to a synced temporary file beside `path` and return it: what a full or
     broken disk can refuse, it refuses here. `os.replace(staged, path)` then puts it in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_staging_prefix(path))
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
@@ -32,3 +32,15 @@ def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
+
+
+def remove_staged(path: Path) -> list[Path]:
+    """Staged files of `path` that were never put in place (the writer stopped before)."""
+    found = sorted(path.parent.glob(f"{_staging_prefix(path)}*")) if path.parent.is_dir() else []
+    for staged in found:
+        staged.unlink(missing_ok=True)
+    return found
+
+
+def _staging_prefix(path: Path) -> str:
+    return f".{path.name}-"

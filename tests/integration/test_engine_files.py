@@ -7,6 +7,7 @@ and live, or neither.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from pathlib import Path
 
@@ -119,3 +120,17 @@ def test_an_apply_on_a_full_disk_changes_nothing(lab: Lab, appliance: Appliance,
         assert appliance.status()["pending"] is None
         assert [line for line in appliance.iptables_save(4).splitlines() if line.startswith("-A")] == rules_before
         assert lab.connect("bot", A.BOT_V4, A.MX2_V4, 25) == "reset"
+
+
+def test_a_change_waiting_for_confirmation_is_not_kept_by_a_crash(lab: Lab, appliance: Appliance) -> None:
+    appliance.start(config_text(window=600))
+    before = appliance.config_path.read_text()
+    assert appliance.apply(config_text(window=600, mode="nolisting"), "--confirm-within", "60").returncode == 0
+    staged = [p for p in appliance.config_path.parent.iterdir() if p.name.startswith(".mxknock.yaml-")]
+    assert len(staged) == 1  # written before the change went live, put in place only by `confirm`
+    appliance.stop(signal.SIGKILL)
+
+    appliance.start()
+    assert appliance.status()["config"]["mode"] == "unlisting"  # the file never held the unconfirmed change
+    assert appliance.config_path.read_text() == before
+    assert not staged[0].exists()

@@ -10,9 +10,7 @@ services is the compiler's business (MXKNOCK-INPUT), applied before this.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pyroute2 import IPRoute
 
 from .arp import arp_probe
 from .config import METRICS_PORT, IPAddress, IPInterface, Management
+from .files import atomic_write
 
 # Below the reset route's metric (bridge.RESET_ROUTE_METRIC): replies to admins beyond
 # the subnet go to the gateway; resets of bridged traffic leave by the bridge either way.
@@ -190,19 +189,9 @@ def _write_keys(path: Path, keys: tuple[str, ...]) -> None:
     if not keys:
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".authorized_keys-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write("# written by mxknockd from management.ssh_keys; edits here are lost\n")
-            handle.writelines(key + "\n" for key in keys)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # sshd's StrictModes: owned by root, writable by nobody else
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    header = "# written by mxknockd from management.ssh_keys; edits here are lost\n"
+    # sshd's StrictModes: owned by root, writable by nobody else
+    atomic_write(path, header + "".join(key + "\n" for key in keys), mode=0o644)
 
 
 @dataclass(frozen=True)

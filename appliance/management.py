@@ -10,6 +10,7 @@ services is the compiler's business (MXKNOCK-INPUT), applied before this.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from pyroute2 import IPRoute
 from .arp import arp_probe
 from .config import METRICS_PORT, IPAddress, IPInterface, Management
 from .files import atomic_write
+
+log = logging.getLogger(__name__)
 
 # Below the reset route's metric (bridge.RESET_ROUTE_METRIC): replies to admins beyond
 # the subnet go to the gateway; resets of bridged traffic leave by the bridge either way.
@@ -120,7 +123,11 @@ def _ensure_dad(bridge_name: str) -> None:
 
 
 def _refuse_if_taken_v4(bridge_name: str, mac: str, address: ipaddress.IPv4Address) -> None:
-    owner = arp_probe(bridge_name, mac, address)
+    try:
+        owner = arp_probe(bridge_name, mac, address)
+    except OSError as exc:  # no packet socket (a sandbox without AF_PACKET): the address still goes on
+        log.warning("cannot check that no other host has %s (%s); using it unchecked", address, exc)
+        return
     if owner is not None:
         raise ManagementError(
             f"management.address: {address} is already used by another host on the link ({owner}); pick a free one"

@@ -435,8 +435,13 @@ def _ifname_problem(value: Any) -> str | None:
     if not all("!" <= c <= "~" for c in value):
         # The kernel counts bytes, not characters, and takes byte 0xa0 for a space.
         return f"not a valid interface name: {shown(value)} (ASCII letters, digits and punctuation only)"
+    if value in ("all", "default"):
+        return f"not a valid interface name: {value!r} (the kernel keeps it for the settings of all interfaces)"
     if "%" in value:
-        return f"not a valid interface name: {value!r} (the kernel replaces a '%d' in a name with a number)"
+        return (
+            f"not a valid interface name: {value!r}"
+            " (the kernel replaces a '%d' in a name with a number and refuses any other '%')"
+        )
     if value.startswith("!") or value.endswith("+"):
         return (
             f"not a valid interface name: {value!r} (iptables reads a leading '!' as 'not' and a trailing"

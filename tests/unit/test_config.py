@@ -951,6 +951,8 @@ def test_management_prefix_bounds_are_inclusive(address: str):
     ("name", "words"),
     [
         ("br%d", "'%d'"),
+        ("all", "settings of all interfaces"),
+        ("default", "settings of all interfaces"),
         ("eth+", "trailing '+'"),
         ("!eth0", "leading '!'"),
         ("bré", "ASCII"),

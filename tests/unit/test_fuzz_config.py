@@ -58,14 +58,15 @@ def canonical(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def kernel_accepts_ifname(name: str) -> bool:
-    """dev_valid_name() (net/core/dev.c) on the bytes the kernel gets, plus what would make
+    """dev_valid_name() (net/core/dev.c) on the bytes the kernel gets, "all" and "default"
+    (refused by this kernel: /proc/sys/net/*/conf/ has them), plus what would make
     the kernel or iptables read the name as something else: '%' (dev_alloc_name's template),
     a leading '!' (iptables: not) or a trailing '+' (iptables: any name starting so)."""
     raw = name.encode("utf-8", "surrogatepass")
     kernel_space = b" \t\n\v\f\r\xa0"  # lib/ctype.c: 0xa0 is a space to the kernel
     return (
         0 < len(raw) < 16
-        and name not in (".", "..")
+        and name not in (".", "..", "all", "default")  # measured: EINVAL for these two
         and not any(b in kernel_space or b in b"/:\0%" for b in raw)
         and not name.startswith("!")
         and not name.endswith("+")

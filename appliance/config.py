@@ -435,6 +435,8 @@ def _ifname_problem(value: Any) -> str | None:
     if not all("!" <= c <= "~" for c in value):
         # The kernel counts bytes, not characters, and takes byte 0xa0 for a space.
         return f"not a valid interface name: {shown(value)} (ASCII letters, digits and punctuation only)"
+    if value == "lo":
+        return f"not a valid interface name: {value!r} (the loopback interface cannot be a bridge or a bridge port)"
     if value in ("all", "default"):
         return f"not a valid interface name: {value!r} (the kernel keeps it for the settings of all interfaces)"
     if "%" in value:

@@ -951,6 +951,7 @@ def test_management_prefix_bounds_are_inclusive(address: str):
     ("name", "words"),
     [
         ("br%d", "'%d'"),
+        ("lo", "loopback"),
         ("all", "settings of all interfaces"),
         ("default", "settings of all interfaces"),
         ("eth+", "trailing '+'"),

@@ -66,7 +66,7 @@ def kernel_accepts_ifname(name: str) -> bool:
     kernel_space = b" \t\n\v\f\r\xa0"  # lib/ctype.c: 0xa0 is a space to the kernel
     return (
         0 < len(raw) < 16
-        and name not in (".", "..", "all", "default")  # measured: EINVAL for these two
+        and name not in (".", "..", "all", "default", "lo")  # measured: EINVAL for all/default; lo exists
         and not any(b in kernel_space or b in b"/:\0%" for b in raw)
         and not name.startswith("!")
         and not name.endswith("+")

@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 DEMO_DIR := /run/mxknock-demo
 DEMO_PREFIX ?= mxk
 
-.PHONY: help deps venv test unit integration lint demo demo-down clean
+.PHONY: help deps venv test unit integration lint fuzz demo demo-down clean
 
 help:
 	@echo "make deps        install Debian packages and the Python venv (root; needs apt and PyPI)"
@@ -15,6 +15,7 @@ help:
 	@echo "make demo        lab of namespaces with mxknockd on the embedded default; leaves it up"
 	@echo "make demo-down   tear the demo lab down"
 	@echo "make lint        ruff"
+	@echo "make fuzz        the property-based fuzzers, long run (HYPOTHESIS_PROFILE=fuzz; make unit runs them bounded)"
 	@echo "make bench       benchmarks against same-run baselines; writes bench/results.md (root)"
 	@echo "make image       the bootable appliance image (mkosi); make vm, make image-test: see make image-help"
 
@@ -37,6 +38,10 @@ unit: venv
 
 integration: venv
 	$(PY) -m pytest -q -m integration tests/integration
+
+# The same property tests as `make unit`, with many more (random) examples per test.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/unit/test_fuzz_*.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -32,11 +32,15 @@ HEALTH_EXIT = {"ok": EXIT_OK, "warning": EXIT_WARNING, "critical": EXIT_CRITICAL
 
 
 def _read_config_text(path: str | None, use_default: bool) -> str:
+    """The config's text; bytes that are not UTF-8 are a field-named refusal, not a traceback."""
     if use_default:
         return config_module.default_text()
     target = Path(path) if path else config_module.DEFAULT_PATH
     try:
-        return sys.stdin.read() if str(target) == "-" else target.read_text()
+        if str(target) == "-":
+            stdin = getattr(sys.stdin, "buffer", None)  # a test's StringIO has none: text already
+            return config_module.decode(stdin.read()) if stdin is not None else sys.stdin.read()
+        return config_module.decode(target.read_bytes())
     except OSError as exc:
         raise ConfigError([config_module.FieldError("(file)", f"cannot read {target}: {exc.strerror}")]) from None
 

@@ -11,6 +11,8 @@ import base64
 import binascii
 import ipaddress
 import re
+import reprlib
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -209,6 +211,7 @@ TRUST_KEYS = {"enabled", "lifetime"}
 TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX = 60, 366 * 86400
 LIST_SIZE_MIN, LIST_SIZE_MAX = 100, 1_000_000
 MANAGEMENT_KEYS = {"address", "gateway", "ssh_keys", "allow", "metrics"}
+MANAGEMENT_PREFIX_MIN = {4: 8, 6: 16}  # shortest management.address prefix per family (see there)
 
 
 class _Collector:
@@ -233,23 +236,86 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
 
 
-def parse_yaml(text: str) -> Config:
+class _Shown(reprlib.Repr):
+    """Input quoted in a message: bounded in length and depth, whatever the input holds
+    (a 10 MB string, a structure that holds itself, aliases that multiply, a huge number)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = 80
+        self.maxlevel = 3
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of an int of more than 4300 digits raises; a long one is unreadable anyway.
+        if x.bit_length() > 200:
+            return f"a number of about {int(x.bit_length() * 0.30103) + 1} digits"
+        return repr(x)
+
+
+_shown = _Shown()
+
+
+def shown(value: Any) -> str:
+    """repr() of an input value, safe and short enough for an error message."""
+    try:
+        return _shown.repr(value)
+    except Exception:  # a value no repr copes with is still named, not a crash
+        return f"a value of type {type(value).__name__}"
+
+
+def decode(data: bytes) -> str:
+    """The file's bytes as text: UTF-8 (a BOM allowed), or a refusal saying where it is not."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise ConfigError(
+            [
+                FieldError(
+                    "(file)",
+                    f"not UTF-8: byte 0x{data[start]:02x} at line {line}, byte {column} of that line;"
+                    " save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+
+def parse_yaml(text: str | bytes) -> Config:
+    """A config from the file's text (or its bytes): a Config, or a ConfigError and nothing else."""
+    if isinstance(text, bytes | bytearray):
+        text = decode(bytes(text))
     try:
         data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
-        raise ConfigError([FieldError("(file)", f"not valid YAML at {where}: {exc}")]) from None
-    return from_dict(data)
+        raise ConfigError([FieldError("(file)", f"not valid YAML at {where}: {_bounded(str(exc))}")]) from None
+    except RecursionError:
+        raise ConfigError([FieldError("(file)", "nested too deeply to read: flatten the lists and mappings")]) from None
+    except Exception as exc:
+        # PyYAML's constructors raise what their Python conversions raise: ValueError (an
+        # int of more than 4300 digits, `!!int abc`, a bad `!!timestamp`), TypeError,
+        # OverflowError... All of them mean the same to the admin: this file cannot be read.
+        raise ConfigError([FieldError("(file)", f"cannot be read as a config: {_bounded(str(exc))}")]) from None
+    try:
+        return from_dict(data)
+    except RecursionError:  # a structure that holds itself, met where a plain value belongs
+        raise ConfigError([FieldError("(file)", "nested too deeply to read: flatten the lists and mappings")]) from None
+
+
+def _bounded(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def load(path: Path | str = DEFAULT_PATH) -> Config:
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError([FieldError("(file)", f"cannot read {path}: {exc.strerror}")]) from None
-    return parse_yaml(text)
+    return parse_yaml(data)
 
 
 def default_text() -> str:
@@ -267,13 +333,13 @@ def from_dict(data: Any) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([FieldError("(file)", "must be a mapping of keys to values")])
-    for key in sorted(set(data) - TOP_KEYS, key=str):
-        errs.add(str(key), f"unknown key (known keys: {', '.join(sorted(TOP_KEYS))})")
+    for key in sorted(set(data) - TOP_KEYS, key=_key_name):
+        errs.add(_key_name(key), f"unknown key (known keys: {', '.join(sorted(TOP_KEYS))})")
 
     bridge = _bridge(data.get("bridge", {}), errs)
     mode = data.get("mode", "unlisting")
     if mode not in MODES:
-        errs.add("mode", f"must be one of {', '.join(MODES)}, not {mode!r}")
+        errs.add("mode", f"must be one of {', '.join(MODES)}, not {shown(mode)}")
     mx1 = _mx_addresses("mx1", data.get("mx1"), errs)
     mx2 = _mx_addresses("mx2", data.get("mx2"), errs)
     _check_mx_pair(mx1, mx2, errs)
@@ -325,9 +391,16 @@ def _section(name: str, raw: Any, known: set[str], example: str, errs: _Collecto
     if not isinstance(raw, dict):
         errs.add(name, f"must be a mapping like {example}")
         return False
-    for key in sorted(set(raw) - known, key=str):
-        errs.add(f"{name}.{key}", f"unknown key (known keys: {', '.join(sorted(known))})")
+    for key in sorted(set(raw) - known, key=_key_name):
+        errs.add(f"{name}.{_key_name(key)}", f"unknown key (known keys: {', '.join(sorted(known))})")
     return True
+
+
+def _key_name(key: Any) -> str:
+    """A mapping key as a field name: itself if it is plain text, else its bounded repr
+    (so that an empty, blank, multi-line or non-text key still names something visible)."""
+    plain = isinstance(key, str) and key.strip() == key and key.isprintable() and 0 < len(key) <= 80
+    return key if plain else shown(key)
 
 
 def _bridge(raw: Any, errs: _Collector) -> Bridge:
@@ -336,21 +409,47 @@ def _bridge(raw: Any, errs: _Collector) -> Bridge:
     values = {}
     for key in ("name", "outside", "inside"):
         value = raw.get(key, getattr(Bridge, key))
-        if not _valid_ifname(value):
-            errs.add(f"bridge.{key}", f"not a valid interface name: {value!r} (1-15 characters, no '/', ':' or spaces)")
-        values[key] = str(value)
+        problem = _ifname_problem(value)
+        if problem is not None:
+            errs.add(f"bridge.{key}", problem)
+        values[key] = value if problem is None else f"(invalid {key})"
     if len({values["name"], values["outside"], values["inside"]}) < 3:
         errs.add("bridge", "name, outside and inside must be three different interfaces")
     return Bridge(**values)
 
 
 def _valid_ifname(value: Any) -> bool:
-    return (
+    return _ifname_problem(value) is None
+
+
+def _ifname_problem(value: Any) -> str | None:
+    """Why the kernel (dev_valid_name) or iptables would not take `value` as an interface
+    name as it reads; None if they would."""
+    if not (
         isinstance(value, str)
         and 0 < len(value) <= 15
         and not any(c in value for c in "/: \t\n")
         and value not in (".", "..")
-    )
+    ):
+        return f"not a valid interface name: {shown(value)} (1-15 characters, no '/', ':' or spaces)"
+    if not all("!" <= c <= "~" for c in value):
+        # The kernel counts bytes, not characters, and takes byte 0xa0 for a space.
+        return f"not a valid interface name: {shown(value)} (ASCII letters, digits and punctuation only)"
+    if value == "lo":
+        return f"not a valid interface name: {value!r} (the loopback interface cannot be a bridge or a bridge port)"
+    if value in ("all", "default"):
+        return f"not a valid interface name: {value!r} (the kernel keeps it for the settings of all interfaces)"
+    if "%" in value:
+        return (
+            f"not a valid interface name: {value!r}"
+            " (the kernel replaces a '%d' in a name with a number and refuses any other '%')"
+        )
+    if value.startswith("!") or value.endswith("+"):
+        return (
+            f"not a valid interface name: {value!r} (iptables reads a leading '!' as 'not' and a trailing"
+            " '+' as 'any name starting so')"
+        )
+    return None
 
 
 def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...]:
@@ -365,9 +464,9 @@ def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...
     for i, item in enumerate(items):
         where = f"{name}[{i}]" if not isinstance(raw, str) else name
         try:
-            address = ipaddress.ip_address(str(item).strip())
-        except ValueError:
-            errs.add(where, f"not an IP address: {item!r}")
+            address = parse_address(item)
+        except ValueError as exc:
+            errs.add(where, str(exc))
             continue
         if _unusable(address):
             errs.add(where, f"{address} cannot be a mail server's address")
@@ -377,6 +476,48 @@ def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...
             continue
         addresses.append(address)
     return tuple(addresses)
+
+
+def parse_address(item: Any) -> IPAddress:
+    """One address as an admin writes it, in the one form the kernel writes it back."""
+    text = item.strip() if isinstance(item, str) else None
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"not an IP address: {shown(item)}") from None
+    problem = _form_problem(text, address)
+    if problem:
+        raise ValueError(problem)
+    return address
+
+
+def _form_problem(text: str, address: IPAddress) -> str | None:
+    """Why `address` would not be what we compare with the kernel: a scope id (the kernel
+    keeps none, so sets and rules would never match what we put in), an IPv4 address in
+    IPv6 clothing (the kernel and inet_ntop print it dotted, ipaddress in hex), or any
+    other form whose kernel text differs from ours."""
+    text = _bounded(text, 100)
+    # ip_interface() keeps the scope id in its own text but drops it from .ip: look at ours.
+    if address.version == 6 and "%" in text:
+        bare, _, scope = text.partition("%")
+        return (
+            f"{text}: an IPv6 scope id ('%{scope.split('/', 1)[0]}') is not allowed here;"
+            f" write the address without it ({bare})"
+        )
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return f"{text} is an IPv4-mapped IPv6 address: write the IPv4 address {address.ipv4_mapped} instead"
+    if isinstance(address, ipaddress.IPv6Address) and int(address) >> 32 == 0 and int(address) >> 16:
+        v4 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        return f"{text} is an IPv4-compatible IPv6 address (deprecated): write the IPv4 address {v4} instead"
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    ours = str(address)
+    try:
+        kernels = socket.inet_ntop(family, socket.inet_pton(family, ours))
+    except OSError:
+        kernels = "(nothing)"
+    if kernels != ours:
+        return f"{text}: the kernel would write this address as {kernels}, not {ours}: use another address"
+    return None
 
 
 def _unusable(address: IPAddress) -> bool:
@@ -401,10 +542,10 @@ def _check_mx_pair(mx1: tuple[IPAddress, ...], mx2: tuple[IPAddress, ...], errs:
 
 def _int_in_range(name: str, raw: Any, low: int, high: int, errs: _Collector) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
-        errs.add(name, f"must be a whole number from {low} to {high}, not {raw!r}")
+        errs.add(name, f"must be a whole number from {low} to {high}, not {shown(raw)}")
         return low
     if not low <= raw <= high:
-        errs.add(name, f"must be from {low} to {high}, not {raw}")
+        errs.add(name, f"must be from {low} to {high}, not {shown(raw)}")
     return raw
 
 
@@ -437,15 +578,22 @@ def _knock_ports(raw: Any, smtp_port: int, errs: _Collector) -> tuple[int, ...]:
 
 def parse_network(text: Any) -> IPNetwork:
     """An address or network as an admin writes it; host bits set is an error, not a guess."""
+    if not isinstance(text, str | ipaddress.IPv4Network | ipaddress.IPv6Network):
+        raise ValueError(f"not an address or network: {shown(text)}")
     value = str(text).strip()
     try:
-        return ipaddress.ip_network(value, strict=True)
+        net = ipaddress.ip_network(value, strict=True)
     except ValueError as exc:
         try:
             loose = ipaddress.ip_network(value, strict=False)
         except ValueError:
-            raise ValueError(f"not an address or network: {text!r}") from None
-        raise ValueError(f"{value} has host bits set; did you mean {loose}?") from exc
+            raise ValueError(f"not an address or network: {shown(text)}") from None
+        problem = _form_problem(value, loose.network_address)
+        raise ValueError(problem or f"{value} has host bits set; did you mean {loose}?") from exc
+    problem = _form_problem(value, net.network_address)
+    if problem:
+        raise ValueError(problem)
+    return net
 
 
 def _networks(name: str, raw: Any, errs: _Collector) -> tuple[IPNetwork, ...]:
@@ -492,7 +640,7 @@ def _trust(raw: Any, errs: _Collector) -> Trust:
         return Trust()
     enabled = raw.get("enabled", Trust.enabled)
     if not isinstance(enabled, bool):
-        errs.add("trust.enabled", f"must be true or false, not {enabled!r}")
+        errs.add("trust.enabled", f"must be true or false, not {shown(enabled)}")
         enabled = Trust.enabled
     lifetime = _int_in_range(
         "trust.lifetime", raw.get("lifetime", Trust.lifetime), TRUST_LIFETIME_MIN, TRUST_LIFETIME_MAX, errs
@@ -539,7 +687,7 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
         )
     metrics = raw.get("metrics", Management.metrics)
     if not isinstance(metrics, bool):
-        errs.add("management.metrics", f"must be true or false, not {metrics!r}")
+        errs.add("management.metrics", f"must be true or false, not {shown(metrics)}")
     if len(errs.errors) > before:
         return None
     return Management(
@@ -563,17 +711,34 @@ def _management_addresses(raw: Any, mx_addresses: set[IPAddress], errs: _Collect
         return ()
     addresses: list[IPInterface] = []
     for where, item in _one_or_list(name, raw, "an address with its prefix, or a list of one per family", errs):
-        text = str(item).strip()
+        if not isinstance(item, str):
+            errs.add(where, f"not an address with a prefix length: {shown(item)}")
+            continue
+        text = item.strip()
         if "/" not in text:
-            errs.add(where, f"give the prefix length too, e.g. {text}/{64 if ':' in text else 24}")
+            errs.add(where, f"give the prefix length too, e.g. {_bounded(text, 80)}/{64 if ':' in text else 24}")
             continue
         try:
             interface = ipaddress.ip_interface(text)
         except ValueError:
-            errs.add(where, f"not an address with a prefix length: {item!r}")
+            errs.add(where, f"not an address with a prefix length: {shown(item)}")
             continue
         address, net = interface.ip, interface.network
-        if _unusable(address):
+        problem = _form_problem(text, address)
+        # No segment a box sits on is wider than a /8 (16 million IPv4 hosts) or an IPv6
+        # /16: a shorter prefix (/0 above all) puts most of the Internet on the box's link,
+        # so it would ask the link for every address instead of its gateway.
+        shortest = MANAGEMENT_PREFIX_MIN[address.version]
+        if problem:
+            errs.add(where, problem)
+        elif net.prefixlen < shortest:
+            errs.add(
+                where,
+                f"/{net.prefixlen} is too short a prefix: the box would take most of the Internet for its own link;"
+                f" give the subnet's own prefix (/{shortest} or longer),"
+                f" e.g. {address}/{24 if address.version == 4 else 64}",
+            )
+        elif _unusable(address):
             errs.add(where, f"{address} cannot be the box's address")
         elif net.num_addresses > 2 and address in (net.network_address, net.broadcast_address) and address.version == 4:
             errs.add(
@@ -597,9 +762,9 @@ def _management_gateways(raw: Any, addresses: tuple[IPInterface, ...], errs: _Co
     gateways: list[IPAddress] = []
     for where, item in _one_or_list(name, raw, "an address, or a list of one IPv4 and/or one IPv6", errs):
         try:
-            gateway = ipaddress.ip_address(str(item).strip())
-        except ValueError:
-            errs.add(where, f"not an IP address: {item!r}")
+            gateway = parse_address(item)
+        except ValueError as exc:
+            errs.add(where, str(exc))
             continue
         own = next((a for a in addresses if a.version == gateway.version), None)
         if own is None:
@@ -619,7 +784,7 @@ def _management_gateways(raw: Any, addresses: tuple[IPInterface, ...], errs: _Co
 def parse_ssh_key(item: Any) -> str:
     """One authorized_keys line ("type base64 [comment]"), checked as sshd would read it."""
     if not isinstance(item, str):
-        raise ValueError(f"must be a public key line like 'ssh-ed25519 AAAA... admin', not {item!r}")
+        raise ValueError(f"must be a public key line like 'ssh-ed25519 AAAA... admin', not {shown(item)}")
     if "\n" in item or "\r" in item:
         raise ValueError("one key per entry: this one spans lines")
     parts = item.strip().split(None, 2)
@@ -648,9 +813,10 @@ def parse_ssh_key(item: Any) -> str:
 def proven_sender(item: Any, families: Iterable[int]) -> IPAddress:
     """An address typed as a proven sender: a single address of a family the mail server has."""
     net = parse_network(item)
+    families = tuple(families)
     if net.prefixlen != net.max_prefixlen:
         raise ValueError(f"{net}: proven senders are single addresses")
-    if net.version not in tuple(families):
+    if net.version not in families:
         raise ValueError(f"the mail server has no IPv{net.version} address")
     return net.network_address
 
@@ -658,9 +824,14 @@ def proven_sender(item: Any, families: Iterable[int]) -> IPAddress:
 def edit_networks(config: Config, key: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> Config:
     """A new Config with networks added to / removed from `whitelist` or `selective`.
     Every entry is judged; errors name the entry as key[+i] (added) or key[-i] (removed)."""
+    if key not in ("whitelist", "selective"):
+        raise ConfigError([FieldError(key, "only the whitelist and the selective networks can be edited")])
     wanted = [str(n) for n in getattr(config, key)]
     errors: list[FieldError] = []
     for sign, items in (("+", add), ("-", remove)):
+        if isinstance(items, str | bytes | dict) or not isinstance(items, Iterable):
+            errors.append(FieldError(key, f"must be a list of addresses or networks, not {shown(items)}"))
+            continue
         for i, item in enumerate(items):
             try:
                 net = str(parse_network(item))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from appliance import status
 from appliance.control import ControlServer
@@ -87,3 +90,27 @@ def _status_result(health: str, **extra: Any) -> dict[str, Any]:
     }
     result.update(extra)
     return result
+
+
+# Property-based fuzzing (tests/unit/test_fuzz_*.py): `ci` is bounded and repeatable (the
+# default, run by `make unit`); `fuzz` is the long run of `make fuzz` (HYPOTHESIS_PROFILE=fuzz).
+settings.register_profile(
+    "ci",
+    max_examples=200,
+    deadline=1000,  # ms: the "a refusal within a second"
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "fuzz",
+    max_examples=5000,
+    deadline=1000,
+    derandomize=False,
+    # Failures found are replayed first next time; .pytest_cache is already ignored by git.
+    database=DirectoryBasedExampleDatabase(".pytest_cache/hypothesis"),
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -732,3 +732,264 @@ def test_ssh_keys_stay_on_one_line_in_the_file():
     lines = cfg.to_yaml().splitlines()
     assert f"  - {long_key}" in lines and f"  - {SSH_KEY}" in lines
     assert config.parse_yaml(cfg.to_yaml()) == cfg
+
+
+# ---- any file, any value: a field-named refusal, never another exception (issue 10) --------
+
+
+def refuse_text(text: str | bytes) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        config.parse_yaml(text)
+    assert info.value.errors
+    return {e.field: e.message for e in info.value.errors}
+
+
+def test_latin1_byte_in_a_comment_names_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(config.default_text().encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    line = config.default_text().count("\n") + 1
+    assert info.value.to_json() == [
+        {
+            "field": "(file)",
+            "message": f"not UTF-8: byte 0xe9 at line {line}, byte 6 of that line; save the file as UTF-8",
+        }
+    ]
+
+
+def test_utf8_bom_is_fine(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbf" + config.default_text().encode())
+    assert config.load(path) == config.default()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("window: " + "9" * 4400 + "\n", "cannot be read"),  # ValueError: more than 4300 digits
+        ("window: !!int abc\n", "cannot be read"),
+        ("window: !!timestamp 2001-13-45\n", "cannot be read"),
+        ("window: !!binary 'a'\n", "not valid YAML"),
+        ("mode: !!python/object:os.system ls\n", "not valid YAML"),
+        ("? [a]\n: 1\n", "not valid YAML"),  # unhashable key
+        ("mx1: " + "[" * 5000 + "]" * 5000 + "\n", "maximum nesting depth"),
+        ("? " + "9" * 4400 + "\n: 1\n", "cannot be read"),
+    ],
+    ids=["long-int", "int-tag", "timestamp", "binary", "python-tag", "unhashable-key", "nesting", "long-int-key"],
+)
+def test_loader_errors_are_file_refusals(text: str, words: str):
+    errors = refuse_text(text)
+    assert list(errors) == ["(file)"] and words in errors["(file)"], errors
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("window: !!int 0x" + "f" * 4000 + "\n", "window", "a number of about 4817 digits"),
+        ("window: 2001-12-14\n", "window", "datetime.date(2001, 12, 14)"),
+        ("window: !!float 1e400\n", "window", "inf"),
+        ("window: !!binary wAACAQ==\n", "window", "b'"),
+        ("window: !!set {a, b}\n", "window", "whole number"),
+        ("mx1: &a [*a]\nmx2: 192.0.2.20\n", "mx1[0]", "not an IP address: [[[[...]]]]"),
+        ("mx1: [!!binary wAACAQ==]\nmx2: 192.0.2.20\n", "mx1[0]", "not an IP address: b'"),
+        ("mode: &a [*a, *a]\n", "mode", "not [[[[...], [...]], [[...], [...]]], [[[...], [...]], [[...], [...]]]]"),
+        ('mode: "' + "x" * 100000 + '"\n', "mode", "..."),
+        ("''" + ": 1\n", "''", "unknown key"),
+        ("0x" + "f" * 1000 + ": 1\n", "'0x" + "f" * 35 + "..." + "f" * 38 + "'", "unknown key"),
+        ("bridge: {? !!int 0x" + "f" * 4000 + "\n: 1}\n", "bridge.a number of about 4817 digits", "unknown key"),
+    ],
+    ids=lambda value: value if len(value) < 40 else f"{value[:30]}...",
+)
+def test_odd_values_get_field_named_errors(text: str, field: str, words: str):
+    errors = refuse_text(text)
+    assert field in errors and words in errors[field], errors
+    assert all(len(m) < 500 for m in errors.values()), "messages quote a bounded part of the input"
+
+
+def test_billion_laughs_in_a_list_is_refused_quickly():
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 9):
+        laughs += f"l{i}: &l{i} [" + ", ".join([f"*{'a' if i == 1 else f'l{i - 1}'}"] * 9) + "]\n"
+    errors = refuse_text(laughs + "whitelist: [" + ", ".join(["*l8"] * 9) + "]\n")
+    assert errors["whitelist[0]"].startswith("not an address or network: [[[")
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (make(smtp_port=10**5000), "smtp_port"),
+        (make(trust={"enabled": b"yes"}), "trust.enabled"),
+        (make(knock_prefix={"ipv4": 3.5}), "knock_prefix.ipv4"),
+        (make(whitelist=[{1, 2}]), "whitelist[0]"),
+        (make(whitelist=[ipaddress.ip_network("192.0.2.0/24").network_address]), "whitelist[0]"),
+        (make(mx1=[b"\xc0\x00\x02\x0a"]), "mx1[0]"),
+        (make(**{"\n": 1}), "'\\n'"),
+    ],
+)
+def test_odd_python_values_get_field_named_errors(data: dict[str, Any], field: str):
+    assert field in refuse(data)
+
+
+@pytest.mark.parametrize(("add", "remove"), [(None, ()), ((), 5), ("192.0.2.1", ()), ([None], ()), ([[1]], ())])
+def test_edit_networks_refuses_odd_input(add: Any, remove: Any):
+    with pytest.raises(ConfigError):
+        config.edit_networks(config.from_dict(BASE), "whitelist", add, remove)
+
+
+@pytest.mark.parametrize("item", [None, 5, [1], b"192.0.2.1", 10**5000], ids=["none", "int", "list", "bytes", "huge"])
+def test_proven_sender_and_parse_network_refuse_odd_input(item: Any):
+    with pytest.raises(ValueError, match="not an address or network"):
+        config.proven_sender(item, (4, 6))
+    with pytest.raises(ValueError, match="not an address or network"):
+        config.parse_network(item)
+
+
+# ---- address forms the kernel would store differently (issue 10, item 2) -------------------
+
+SCOPED = "2001:db8::10%eth0"
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (make(mx1=["192.0.2.10", SCOPED]), "mx1[1]"),
+        (make(mx2=["192.0.2.20", "2001:db8::20%1"]), "mx2[1]"),
+        (make(whitelist=["2001:db8::1%eth0"]), "whitelist[0]"),
+        (make(whitelist=["2001:db8::%eth0/64"]), "whitelist[0]"),
+        (make(mode="selective", selective=["2001:db8:1::%eth0/48"]), "selective[0]"),
+        (make(management={"address": "2001:db8::5%eth0/64"}), "management.address"),
+        (make(management={"address": "2001:db8::5/64", "gateway": "fe80::1%br0"}), "management.gateway"),
+        (make(management={"address": "2001:db8::5/64", "allow": ["2001:db8:2::%eth0/48"]}), "management.allow[0]"),
+    ],
+)
+def test_scope_ids_are_refused_in_every_field(data: dict[str, Any], field: str):
+    errors = refuse(data)
+    assert "scope id" in errors[field] and "write the address without it" in errors[field], errors
+
+
+def test_scope_id_message():
+    errors = refuse(make(mx1=["192.0.2.10", SCOPED]))
+    assert errors["mx1[1]"] == (
+        "2001:db8::10%eth0: an IPv6 scope id ('%eth0') is not allowed here; write the address without it (2001:db8::10)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (make(mx1=["192.0.2.10", "::ffff:192.0.2.11"]), "mx1[1]"),
+        (make(mx2=["192.0.2.20", "::ffff:c000:215"]), "mx2[1]"),
+        (make(whitelist=["::ffff:198.51.100.1"]), "whitelist[0]"),
+        (make(whitelist=["::ffff:198.51.100.0/120"]), "whitelist[0]"),
+        (make(mode="selective", selective=["::ffff:0:0/96"]), "selective[0]"),
+        (make(management={"address": "::ffff:192.0.2.5/120"}), "management.address"),
+        (make(management={"address": "2001:db8::5/64", "gateway": "::ffff:192.0.2.1"}), "management.gateway"),
+        (make(management={"address": "2001:db8::5/64", "allow": ["::ffff:198.51.100.0/120"]}), "management.allow[0]"),
+    ],
+)
+def test_ipv4_mapped_addresses_are_refused_in_every_field(data: dict[str, Any], field: str):
+    errors = refuse(data)
+    assert "IPv4-mapped" in errors[field] and "write the IPv4 address" in errors[field], errors
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (make(mx1=["192.0.2.10", "::192.0.2.11"]), "mx1[1]"),
+        (make(whitelist=["::198.51.100.0/120"]), "whitelist[0]"),
+        (make(management={"address": "2001:db8::5/64", "gateway": "::c000:201"}), "management.gateway"),
+    ],
+)
+def test_ipv4_compatible_addresses_are_refused(data: dict[str, Any], field: str):
+    errors = refuse(data)
+    assert "IPv4-compatible" in errors[field] and "write the IPv4 address" in errors[field], errors
+
+
+def test_mapped_address_message():
+    errors = refuse(make(whitelist=["::ffff:198.51.100.1"]))
+    assert errors["whitelist[0]"] == (
+        "::ffff:198.51.100.1 is an IPv4-mapped IPv6 address: write the IPv4 address 198.51.100.1 instead"
+    )
+
+
+@pytest.mark.parametrize("item", ["2001:db8::1%eth0", "::ffff:192.0.2.1", "::192.0.2.1", "2001:db8::%1/64"])
+def test_proven_senders_and_edits_refuse_kernel_forms(item: str):
+    with pytest.raises(ValueError, match=r"scope id|IPv4-"):
+        config.proven_sender(item, (4, 6))
+    with pytest.raises(ConfigError) as info:
+        config.edit_networks(config.from_dict(BASE), "whitelist", add=[item])
+    assert info.value.errors[0].field == "whitelist[+0]"
+
+
+@pytest.mark.parametrize(
+    "text", ["2001:DB8::1", "2001:0db8:0000::0001", "2001:db8:0:0:0:0:0:1", " 2001:db8::1 ", "2001:db8::ffff:1"]
+)
+def test_other_ipv6_spellings_are_normalized_not_refused(text: str):
+    cfg = config.from_dict(make(whitelist=[text]))
+    assert cfg.to_dict()["whitelist"] == ["2001:db8::1" if "ffff" not in text else "2001:db8::ffff:1"]
+
+
+# ---- management address prefix (issue 10, item 11) ----------------------------------------
+
+
+@pytest.mark.parametrize("address", ["192.0.2.5/0", "192.0.2.5/7", "2001:db8::5/0", "2001:db8::5/15"])
+def test_management_prefix_too_short(address: str):
+    errors = refuse(managed(address=address))
+    assert "too short a prefix" in errors["management.address"], errors
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5/8", "2001:db8::5/16", "192.0.2.5/32", "2001:db8::5/128"])
+def test_management_prefix_bounds_are_inclusive(address: str):
+    assert config.from_dict(managed(address=address, allow=[])).management is not None
+
+
+# ---- interface names the kernel or iptables would read otherwise ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("br%d", "'%d'"),
+        ("lo", "loopback"),
+        ("all", "settings of all interfaces"),
+        ("default", "settings of all interfaces"),
+        ("eth+", "trailing '+'"),
+        ("!eth0", "leading '!'"),
+        ("bré", "ASCII"),
+        ("br\x00", "ASCII"),
+        ("br\r", "ASCII"),
+        ("br\xa0", "ASCII"),
+        ("br\u2003", "ASCII"),
+    ],
+)
+def test_interface_names_the_kernel_would_take_otherwise(name: str, words: str):
+    field, message = only_error(make(bridge={"name": name}))
+    assert field == "bridge.name" and words in message, message
+
+
+# ---- mxknock check: the same refusals, exit 2, no traceback --------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"# caf\xe9\n",
+        b"window: " + b"9" * 4400 + b"\n",
+        b"window: !!int abc\n",
+        b"mx1: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+        b"mx1: [192.0.2.10, 2001:db8::10%eth0]\n",
+    ],
+)
+@pytest.mark.parametrize("stdin", [False, True])
+def test_mxknock_check_refuses_without_a_traceback(tmp_path, content: bytes, stdin: bool):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(config.default_text().encode() + content)
+    argv = [sys.executable, "-m", "appliance.cli", "check", "-" if stdin else str(path)]
+    done = subprocess.run(argv, input=path.read_bytes() if stdin else None, capture_output=True, timeout=30)
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "Traceback" not in err and err.startswith("mxknock: refused:\n  "), err

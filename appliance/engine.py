@@ -23,6 +23,7 @@ from .config import (
     ConfigError,
     FieldError,
     Management,
+    decode,
     edit_networks,
     parse_yaml,
     proven_sender,
@@ -555,13 +556,7 @@ def _read_config(path: Path) -> tuple[str, Config]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([FieldError("(file)", f"cannot read {path}: {exc.strerror or exc}")]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            [FieldError("(file)", f"line {line} is not UTF-8 text (byte {exc.start}): save the file as UTF-8")]
-        ) from None
+    text = decode(raw)
     return text, parse_yaml(text)
 
 

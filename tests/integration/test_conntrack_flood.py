@@ -144,3 +144,46 @@ def test_abandoned_handshakes_to_a_non_smtp_port_take_no_conntrack_entries(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.communicate(timeout=10)
+
+
+def test_status_sees_a_changed_raw_table_and_reload_puts_it_back(lab: Lab, appliance: Appliance) -> None:
+    appliance.start(config_text(mode="unlisting", window=600))
+    assert appliance.status()["health"] == "ok"
+    lab.fw_exec(["iptables-legacy", "-t", "raw", "-F", "MXKNOCK-RAW"])  # someone empties our chain
+    problems = appliance.status()["problems"]
+    assert "IPv4: the raw table's rules in the kernel differ from the ruleset" in problems, problems
+    lab.fw_exec(["ip6tables-legacy", "-t", "raw", "-D", "PREROUTING", "1"])  # our jump, the only rule
+    problems = appliance.status()["problems"]
+    assert "IPv6: 0 jumps to our chains in PREROUTING (raw table), expected 1" in problems, problems
+    appliance.reload_signal()
+    deadline = time.monotonic() + 10
+    while appliance.status()["problems"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert appliance.status()["problems"] == []
+    assert "-j CT --notrack" in lab.fw_exec(["iptables-legacy-save", "-t", "raw"]).stdout
+
+
+ROLLBACK = """
+import sys
+from appliance import compiler, config, netfilter
+base = config.default()
+before = compiler.compile_config(base)
+after = compiler.compile_config(config.with_changes(base, knock_ports=[993]))
+netfilter.apply(before)
+def fail(step):
+    if step == sys.argv[1]:
+        raise RuntimeError("injected")
+try:
+    netfilter.apply(after, fail, previous=before)
+except netfilter.ApplyError as exc:
+    print("refused:", exc)
+print("problems:", netfilter.verify(before))
+"""
+
+
+def test_a_failed_raw_commit_puts_both_tables_back(lab: Lab) -> None:
+    for step in ("ipv4-raw", "ipv6-raw"):
+        argv = in_ns(lab.ns("fw"), [sys.executable, "-c", ROLLBACK, step])
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=Path(__file__).parents[2]).stdout
+        assert "refused: the kernel refused the rules (injected)" in out, out
+        assert "problems: []" in out, f"{step}: {out}"

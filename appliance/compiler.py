@@ -20,6 +20,17 @@ and accepts.
 With a management address, INPUT on the bridge jumps to MXKNOCK-INPUT: replies,
 ICMP (IPv6 needs it for neighbour discovery), SSH if keys are set and metrics if on,
 from the allowed networks only; everything else addressed to the box is dropped.
+
+The raw table keeps what we do not filter out of connection tracking: PREROUTING on the
+bridge jumps to MXKNOCK-RAW, which lets TCP to and from mx1/mx2 on the SMTP and knock
+ports, and traffic to the box's own management address, be tracked (RETURN) and marks
+everything else NOTRACK. A full conntrack table drops new flows of every kind, and
+completed-then-abandoned handshakes keep their entries for days: untracked, a flood aimed
+at anything but the mail ports costs no entry at all. Untracked packets still cross
+MXKNOCK, but every rule there judges only tracked mail traffic, so they fall through to
+FORWARD as before. ICMP is untracked too, errors included: our rules judge TCP only, so an
+error about a mail connection is bridged whether or not conntrack calls it RELATED, and
+tracked echo requests would each take an entry.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from .ruleset import (
     EARN_CHAIN,
     INPUT_CHAIN,
     PASS_CHAIN,
+    RAW_CHAIN,
     FamilyRuleset,
     IPSet,
     Match,
@@ -58,6 +70,7 @@ ROLE_PASS = "pass"
 ROLE_SSH = "management-ssh"
 ROLE_METRICS = "management-metrics"
 ROLE_MANAGEMENT_DROPPED = "management-dropped"
+ROLE_UNTRACKED = "untracked"
 
 # The connmark bit of connections let through after a knock; one bit, so it leaves the
 # rest of the mark to anyone else on the box.
@@ -67,6 +80,7 @@ CLEAR_MARK = "0x0/0x10000000"
 # whose configured lifetime is longer (state.py).
 IPSET_MAX_TIMEOUT = 2147483
 TRUST_SET_SIZE = 262144
+MULTIPORT_MAX = 15
 
 
 def knock_list_name(family: int, prefix: int) -> str:
@@ -114,11 +128,55 @@ def _compile_family(config: Config, family: int) -> FamilyRuleset:
         sets.append(management_set)
     # The kernel lists built-in chains first, then ours by name (netfilter.read_family).
     rules.sort(key=_kernel_order)
-    return FamilyRuleset(family=family, rules=tuple(rules), sets=tuple(sets), knock_list=knock_list)
+    return FamilyRuleset(
+        family=family,
+        rules=tuple(rules),
+        sets=tuple(sets),
+        knock_list=knock_list,
+        raw_rules=_compile_raw(config, family),
+    )
 
 
 def _kernel_order(rule: Rule) -> tuple[int, str]:
     return (BASE_CHAINS.index(rule.chain), "") if rule.chain in BASE_CHAINS else (len(BASE_CHAINS), rule.chain)
+
+
+def _compile_raw(config: Config, family: int) -> tuple[Rule, ...]:
+    """The raw table: only mail traffic and the box's own is tracked (see the module doc).
+
+    Every family gets it, even one without MX addresses: conntrack's table is shared by
+    both families, so untracked IPv6 matters to IPv4 mail too.
+    """
+    rules = [Rule(chain="PREROUTING", in_interface=config.bridge.name, target=RAW_CHAIN)]
+    if family in config.families():
+        ports = (config.smtp_port, *config.knock_ports)
+        # multiport takes at most 15 ports; the SMTP port and 15 knock ports make 16.
+        groups = [",".join(str(p) for p in ports[i : i + MULTIPORT_MAX]) for i in range(0, len(ports), MULTIPORT_MAX)]
+        hosts = tuple(dict.fromkeys(_host(config.mx(which, family)) for which in ("mx1", "mx2")))
+        for host in hosts:  # the client's side: to the server's mail ports
+            rules += [_mail_flow(host, None, group, "dports") for group in groups]
+        for host in hosts:  # the server's replies: from its mail ports
+            rules += [_mail_flow(None, host, group, "sports") for group in groups]
+    address = config.management.address(family) if config.management else None
+    if address is not None:
+        # Replies to the box's own connections need conntrack (MXKNOCK-INPUT accepts
+        # RELATED,ESTABLISHED); so does the link-local address IPv6 management brings.
+        rules.append(Rule(chain=RAW_CHAIN, dst=_host(address.ip), target="RETURN"))
+        if family == 6:
+            rules.append(Rule(chain=RAW_CHAIN, dst="fe80::/10", target="RETURN"))
+    rules.append(Rule(chain=RAW_CHAIN, target="CT", target_options=(("notrack", None),), role=ROLE_UNTRACKED))
+    return tuple(rules)
+
+
+def _mail_flow(dst: str | None, src: str | None, ports: str, direction: str) -> Rule:
+    return Rule(
+        chain=RAW_CHAIN,
+        src=src,
+        dst=dst,
+        protocol="tcp",
+        matches=(Match("multiport", ((direction, ports),)),),
+        target="RETURN",
+    )
 
 
 def _compile_management(bridge_name: str, management: Management, family: int) -> tuple[list[Rule], IPSet]:

@@ -403,6 +403,8 @@ class Engine:
             lists = self.knock_reports()
             managed = management.read_state(config.bridge.name) if config else None
             management_problems = management.problems(config.management, managed) if config else []
+            conntrack = bridge.read_conntrack().to_json() if config else None
+            conntrack_problems, conntrack_warnings = status.conntrack_health(conntrack)
             missing_routes = [
                 f"IPv{family} has no route for resets: refused senders wait for a timeout instead of a reset; "
                 "`mxknock reload` puts it back"
@@ -416,13 +418,18 @@ class Engine:
                 self.notice,
                 self.state.last_problem if self.state else None,
                 status.list_size_warning(config.knock_list_size if config else None, lists),
+                *conntrack_warnings,
             )
             verdict = status.health(
                 config is not None,
                 rule_problems,
                 bridge_state,
                 lists,
-                extra_problems=(*missing_routes, *((self.last_error,) if self.last_error else ())),
+                extra_problems=(
+                    *missing_routes,
+                    *conntrack_problems,
+                    *((self.last_error,) if self.last_error else ()),
+                ),
                 extra_warnings=tuple(w for w in warnings if w),
             )
             return {
@@ -435,6 +442,7 @@ class Engine:
                 and not rule_problems
                 and bool(bridge_state and bridge_state.filtering),
                 "bridge": bridge_state.to_json() if bridge_state else None,
+                "conntrack": conntrack,
                 "counters": status.counters(kernel),
                 "knock_lists": [r.to_json() for r in lists],
                 "trusted": self._trusted_counts(),

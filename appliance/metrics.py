@@ -117,6 +117,7 @@ def render(status: Mapping[str, Any]) -> str:
     _knock_lists(out, status.get("knock_lists") or ())
     _trusted(out, status.get("trusted") or {})
     _bridge(out, status.get("bridge"))
+    _conntrack(out, status.get("conntrack"))
     _management(out, status.get("management"))
     return out.render()
 
@@ -218,6 +219,24 @@ def _bridge(out: Exposition, bridge: Mapping[str, Any] | None) -> None:
         for key, name, _ in ports:
             if key in port:
                 out.sample(name, bool(port[key]), labels)
+
+
+def _conntrack(out: Exposition, conntrack: Mapping[str, Any] | None) -> None:
+    gauges = (
+        ("entries", "conntrack_entries", "connections in the bridge's conntrack table (only mail ports are tracked)"),
+        ("max", "conntrack_max", "entries the conntrack table holds; when full, new connections are dropped"),
+        (
+            "timeout_established",
+            "conntrack_tcp_timeout_established_seconds",
+            "how long conntrack keeps an idle established connection",
+        ),
+    )
+    for _, name, help_text in gauges:
+        out.family(name, "gauge", help_text)
+    for key, name, _ in gauges:
+        value = (conntrack or {}).get(key)
+        if value is not None:
+            out.sample(name, value)
 
 
 def _management(out: Exposition, management: Mapping[str, Any] | None) -> None:

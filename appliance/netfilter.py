@@ -1,9 +1,10 @@
 """The netfilter backend: Ruleset values into the legacy iptables tables via python-iptables.
 
-Each family's filter table is changed in one libiptc commit (atomic in the kernel).
-Sets are swapped in before the tables; if anything fails part-way, the sets are
-swapped back and every table already committed is put back as it was read before
-the apply began. Only our chain and our jump rule in FORWARD are touched.
+Each family's filter table, then its raw table, is changed in one libiptc commit each
+(atomic in the kernel). Sets are swapped in before the tables; if anything fails
+part-way, the sets are swapped back and every table already committed is put back as
+it was read before the apply began. Only our chains (MXKNOCK*) and our jump rules in
+the built-in chains (FORWARD, INPUT; raw PREROUTING) are touched.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import iptc
 
 from . import ipsets
 from .compiler import config_set_names
-from .ruleset import BASE_CHAINS, CHAIN, COMMENT_PREFIX, FamilyRuleset, Match, Rule, Ruleset
+from .ruleset import CHAIN, COMMENT_PREFIX, TABLE_BASE_CHAINS, FamilyRuleset, Match, Rule, Ruleset
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,10 @@ _lock = threading.RLock()
 
 # To tell a chain name from a target, python-iptables opens every table (nat, mangle,
 # raw, security), and opening a legacy table creates it in the kernel: NAT hooks would
-# then run on every bridged connection. We use only filter: say the others are absent.
+# then run on every bridged connection. We use only filter and raw: say the others are absent.
+TABLES = ("filter", "raw")
 for _table_class in (iptc.Table, iptc.Table6):
-    _table_class.existing_table_names.update({t: False for t in _table_class.ALL if t != "filter"})
+    _table_class.existing_table_names.update({t: False for t in _table_class.ALL if t not in TABLES})
 
 FailureHook = Callable[[str], None]
 
@@ -40,8 +42,8 @@ class ApplyError(RuntimeError):
     """The kernel refused the rules; the previous rules are back in place."""
 
 
-def _table(family: int) -> iptc.Table | iptc.Table6:
-    table = iptc.Table(iptc.Table.FILTER) if family == 4 else iptc.Table6(iptc.Table6.FILTER)
+def _table(family: int, name: str = "filter") -> iptc.Table | iptc.Table6:
+    table = iptc.Table(name) if family == 4 else iptc.Table6(name)
     table.autocommit = False
     table.refresh()
     return table
@@ -128,15 +130,18 @@ class Counter:
 
 @dataclass
 class KernelFamily:
-    """What the kernel holds of ours in one family, read in one go."""
+    """What the kernel holds of ours in one family, read in one go (filter, and raw apart)."""
 
     family: int
     rules: tuple[Rule, ...] = ()
     counters: tuple[Counter, ...] = ()
     jumps: int = 0
+    raw_rules: tuple[Rule, ...] = ()
+    raw_counters: tuple[Counter, ...] = ()
+    raw_jumps: int = 0
 
     def as_ruleset(self) -> FamilyRuleset:
-        return FamilyRuleset(family=self.family, rules=self.rules, sets=(), knock_list=None)
+        return FamilyRuleset(family=self.family, rules=self.rules, sets=(), knock_list=None, raw_rules=self.raw_rules)
 
 
 def _our_chains(table: iptc.Table) -> list[str]:
@@ -144,44 +149,52 @@ def _our_chains(table: iptc.Table) -> list[str]:
     return sorted(c.name for c in table.chains if c.name.startswith(CHAIN))
 
 
+def _read_table(family: int, name: str) -> tuple[tuple[Rule, ...], tuple[Counter, ...], int]:
+    """Our rules in one table, their counters, and how many jumps to our chains it has."""
+    table = _table(family, name)
+    rules: list[Rule] = []
+    counters: list[Counter] = []
+    jumps = 0
+    for base in TABLE_BASE_CHAINS[name]:
+        for kernel_rule in iptc.Chain(table, base).rules:
+            if _is_our_jump(kernel_rule):
+                jumps += 1
+                rules.append(from_iptc(kernel_rule, base))
+                counters.append(Counter(*kernel_rule.get_counters()))
+    for chain in _our_chains(table):
+        for kernel_rule in iptc.Chain(table, chain).rules:
+            rules.append(from_iptc(kernel_rule, chain))
+            counters.append(Counter(*kernel_rule.get_counters()))
+    return tuple(rules), tuple(counters), jumps
+
+
 def read_family(family: int) -> KernelFamily:
     with _lock:
-        table = _table(family)
-        result = KernelFamily(family)
-        rules: list[Rule] = []
-        counters: list[Counter] = []
-        for base in BASE_CHAINS:
-            for kernel_rule in iptc.Chain(table, base).rules:
-                if _is_our_jump(kernel_rule):
-                    result.jumps += 1
-                    rules.append(from_iptc(kernel_rule, base))
-                    counters.append(Counter(*kernel_rule.get_counters()))
-        for chain in _our_chains(table):
-            for kernel_rule in iptc.Chain(table, chain).rules:
-                rules.append(from_iptc(kernel_rule, chain))
-                counters.append(Counter(*kernel_rule.get_counters()))
-        result.rules = tuple(rules)
-        result.counters = tuple(counters)
-        return result
+        rules, counters, jumps = _read_table(family, "filter")
+        raw_rules, raw_counters, raw_jumps = _read_table(family, "raw")
+        return KernelFamily(family, rules, counters, jumps, raw_rules, raw_counters, raw_jumps)
 
 
-def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> None:
+def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None, name: str = "filter") -> None:
+    """One table of one family in one commit: our chains and our jumps, nothing else."""
     family = ruleset.family
-    table = _table(family)
+    table = _table(family, name)
+    wanted = ruleset.table_rules(name)
+    wanted_chains = ruleset.raw_chains if name == "raw" else ruleset.chains
     try:
         existing = _our_chains(table)
-        for chain in ruleset.chains:
+        for chain in wanted_chains:
             if chain not in existing:
                 table.create_chain(chain)
-        base_chains = {name: iptc.Chain(table, name) for name in BASE_CHAINS}
+        base_chains = {base: iptc.Chain(table, base) for base in TABLE_BASE_CHAINS[name]}
         for base in base_chains.values():
             for kernel_rule in base.rules:
                 if _is_our_jump(kernel_rule):
                     base.delete_rule(kernel_rule)
         for chain in existing:
             iptc.Chain(table, chain).flush()
-        positions = dict.fromkeys(BASE_CHAINS, 0)
-        for rule in ruleset.rules:
+        positions = dict.fromkeys(base_chains, 0)
+        for rule in wanted:
             if rule.chain in base_chains:
                 # Our jumps go first: traffic to the mail server (or the box) is judged by
                 # us before any accept-all rule of someone else could wave it through.
@@ -190,10 +203,10 @@ def _write_family(ruleset: FamilyRuleset, before_commit: FailureHook | None) -> 
             else:
                 iptc.Chain(table, rule.chain).append_rule(to_iptc(rule, family))
         for chain in existing:
-            if chain not in ruleset.chains:
+            if chain not in wanted_chains:
                 table.delete_chain(chain)
         if before_commit:
-            before_commit(f"ipv{family}")
+            before_commit(f"ipv{family}" + ("" if name == "filter" else f"-{name}"))
         table.commit()
     finally:
         table.refresh()  # drop uncommitted changes; a committed handle needs it too
@@ -205,15 +218,15 @@ class Transaction:
 
     ips: Any
     previous: dict[int, FamilyRuleset] = field(default_factory=dict)
-    committed: list[int] = field(default_factory=list)
+    committed: list[tuple[int, str]] = field(default_factory=list)  # (family, table)
     swapped: list[ipsets.SwappedSet] = field(default_factory=list)
 
     def rollback(self) -> None:
-        for family in reversed(self.committed):
+        for family, table in reversed(self.committed):
             try:
-                _write_family(self.previous[family], None)
-            except Exception:  # keep going: the sets and the other family still need it
-                log.exception("rollback of IPv%d rules failed", family)
+                _write_family(self.previous[family], None, table)
+            except Exception:  # keep going: the sets and the other tables still need it
+                log.exception("rollback of IPv%d %s rules failed", family, table)
         for swapped in reversed(self.swapped):
             try:
                 swapped.rollback(self.ips)
@@ -230,7 +243,7 @@ def apply(ruleset: Ruleset, before_commit: FailureHook | None = None, previous: 
 
     `previous` is what the caller knows to be in force (rolled back to on failure);
     without it the kernel is read first. `before_commit` is called with a step name
-    ("ipv4", "ipv6") just before each table commit; tests raise from it.
+    ("ipv4", "ipv4-raw", "ipv6", "ipv6-raw") just before each table commit; tests raise from it.
     """
     with _lock, ipsets.session() as ips:
         txn = Transaction(ips)
@@ -249,10 +262,11 @@ def apply(ruleset: Ruleset, before_commit: FailureHook | None = None, previous: 
                     else:
                         txn.swapped.append(ipsets.replace(ips, spec))
             for fam in ruleset.families:
-                if previous is not None and txn.previous[fam.family].rules == fam.rules:
-                    continue  # only sets changed (e.g. the whitelist): the table stays as it is
-                _write_family(fam, before_commit)
-                txn.committed.append(fam.family)
+                for table in TABLES:
+                    if previous is not None and txn.previous[fam.family].table_rules(table) == fam.table_rules(table):
+                        continue  # only sets changed (e.g. the whitelist): the table stays as it is
+                    _write_family(fam, before_commit, table)
+                    txn.committed.append((fam.family, table))
         except Exception as exc:
             txn.rollback()
             detail = exc.args[0] if exc.args else exc
@@ -283,14 +297,19 @@ def verify(ruleset: Ruleset, deep: bool = True) -> list[str]:
     with _lock:
         for fam in ruleset.families:
             kernel = read_family(fam.family)
-            expected = [canonical(rule, fam.family) for rule in fam.rules]
-            wanted_jumps = sum(1 for rule in fam.rules if rule.chain in BASE_CHAINS)
-            if kernel.jumps != wanted_jumps:
-                problems.append(
-                    f"IPv{fam.family}: {kernel.jumps} jumps to our chains in FORWARD/INPUT, expected {wanted_jumps}"
-                )
-            if list(kernel.rules) != expected:
-                problems.append(f"IPv{fam.family}: the rules in the kernel differ from the ruleset")
+            for table, rules, jumps in (
+                ("filter", kernel.rules, kernel.jumps),
+                ("raw", kernel.raw_rules, kernel.raw_jumps),
+            ):
+                wanted = fam.table_rules(table)
+                base = TABLE_BASE_CHAINS[table]
+                wanted_jumps = sum(1 for rule in wanted if rule.chain in base)
+                if jumps != wanted_jumps:
+                    where = "/".join(base) + ("" if table == "filter" else f" ({table} table)")
+                    problems.append(f"IPv{fam.family}: {jumps} jumps to our chains in {where}, expected {wanted_jumps}")
+                if list(rules) != [canonical(rule, fam.family) for rule in wanted]:
+                    what = "rules" if table == "filter" else f"{table} table's rules"
+                    problems.append(f"IPv{fam.family}: the {what} in the kernel differ from the ruleset")
             for spec in fam.sets:
                 if not deep or spec.keep:  # a kept set's members are the kernel's to choose
                     if not ipsets.exists(spec.name):

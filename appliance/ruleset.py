@@ -15,8 +15,12 @@ CHAIN = "MXKNOCK"
 PASS_CHAIN = "MXKNOCK-PASS"
 EARN_CHAIN = "MXKNOCK-EARN"
 INPUT_CHAIN = "MXKNOCK-INPUT"  # the box's own management services
+RAW_CHAIN = "MXKNOCK-RAW"  # the raw table: what stays out of connection tracking
 # Built-in chains we put one jump rule each into; in this order before our own chains.
 BASE_CHAINS = ("FORWARD", "INPUT")
+RAW_BASE_CHAINS = ("PREROUTING",)
+# Per table: the built-in chains our jumps go into (our chains are named MXKNOCK*).
+TABLE_BASE_CHAINS = {"filter": BASE_CHAINS, "raw": RAW_BASE_CHAINS}
 COMMENT_PREFIX = "mxknock:"
 
 
@@ -92,28 +96,45 @@ class IPSet:
 
 @dataclass(frozen=True)
 class FamilyRuleset:
-    """Everything mxknock puts into one address family's filter table."""
+    """Everything mxknock puts into one address family's filter and raw tables."""
 
     family: int
     rules: tuple[Rule, ...]
     sets: tuple[IPSet, ...]
     knock_list: str | None
+    # The raw table (MXKNOCK-RAW): traffic we do not filter is kept out of conntrack.
+    raw_rules: tuple[Rule, ...] = ()
 
     @property
     def chains(self) -> tuple[str, ...]:
         """Our chains, in the order their rules appear (the built-in chains are not ours)."""
-        return tuple(dict.fromkeys(r.chain for r in self.rules if r.chain not in BASE_CHAINS))
+        return _chains(self.rules, BASE_CHAINS)
+
+    @property
+    def raw_chains(self) -> tuple[str, ...]:
+        return _chains(self.raw_rules, RAW_BASE_CHAINS)
+
+    def table_rules(self, table: str) -> tuple[Rule, ...]:
+        return self.raw_rules if table == "raw" else self.rules
 
     def chain_rules(self, chain: str) -> tuple[Rule, ...]:
-        return tuple(r for r in self.rules if r.chain == chain)
+        return tuple(r for r in (*self.rules, *self.raw_rules) if r.chain == chain)
 
     def render(self) -> str:
-        """iptables-save text of our part of the filter table."""
-        lines = ["*filter"]
-        lines.extend(f":{chain} - [0:0]" for chain in self.chains)
-        lines.extend(rule.render() for rule in self.rules)
-        lines.append("COMMIT")
+        """iptables-save text of our part of the filter table (and of the raw table)."""
+        lines = []
+        for table, rules, chains in (("filter", self.rules, self.chains), ("raw", self.raw_rules, self.raw_chains)):
+            if not rules:
+                continue
+            lines.append(f"*{table}")
+            lines.extend(f":{chain} - [0:0]" for chain in chains)
+            lines.extend(rule.render() for rule in rules)
+            lines.append("COMMIT")
         return "\n".join(lines) + "\n"
+
+
+def _chains(rules: tuple[Rule, ...], base: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r.chain for r in rules if r.chain not in base))
 
 
 @dataclass(frozen=True)
@@ -132,11 +153,16 @@ class Ruleset:
                 out.extend(ipset.render())
         for fam in self.families:
             tool = "iptables-save" if fam.family == 4 else "ip6tables-save"
-            if not fam.rules:
+            if not fam.rules and not fam.raw_rules:
                 out.append(f"# {tool}: no IPv{fam.family} rules (no IPv{fam.family} MX addresses)")
                 continue
-            what = f"knock list {fam.knock_list}" if fam.knock_list else "management address only"
-            out.append(f"# {tool} (IPv{fam.family}, {what})")
+            if fam.knock_list:
+                what = f", knock list {fam.knock_list}"
+            elif fam.rules:
+                what = ", management address only"
+            else:
+                what = f": no IPv{fam.family} rules in filter, no IPv{fam.family} MX addresses; all of it untracked"
+            out.append(f"# {tool} (IPv{fam.family}{what})")
             out.append(fam.render().rstrip("\n"))
         return "\n".join(out) + "\n"
 

@@ -84,6 +84,34 @@ def list_size_warning(configured: int | None, lists: list[ListReport]) -> str | 
     )
 
 
+# Conntrack fill (entries / max): warn early, and call it critical before the kernel
+# starts dropping new connections at 100 % (mail included).
+CONNTRACK_WARNING = 0.80
+CONNTRACK_CRITICAL = 0.95
+
+
+def conntrack_health(conntrack: dict | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Problems and warnings from the conntrack report (bridge.ConntrackState.to_json())."""
+    if not conntrack:
+        return (), ()
+    problems: list[str] = []
+    warnings: list[str] = []
+    fill, entries, limit = conntrack.get("fill"), conntrack.get("entries"), conntrack.get("max")
+    if fill is not None and fill >= CONNTRACK_WARNING:
+        text = (
+            f"the conntrack table is {fill:.0%} full ({entries}/{limit} entries): when it is full the kernel "
+            "drops new connections, mail included; look for a flood of connections to the mail ports"
+        )
+        (problems if fill >= CONNTRACK_CRITICAL else warnings).append(text)
+    timeout, expected = conntrack.get("timeout_established"), conntrack.get("expected_timeout_established")
+    if timeout is not None and expected is not None and timeout != expected:
+        warnings.append(
+            f"conntrack keeps idle established connections {timeout} s, not {expected} s "
+            "(net.netfilter.nf_conntrack_tcp_timeout_established): `mxknock reload` sets it again"
+        )
+    return tuple(problems), tuple(warnings)
+
+
 def health(
     has_config: bool,
     rule_problems: list[str],

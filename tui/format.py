@@ -21,6 +21,12 @@ def bar(used: int, capacity: int, width: int) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+def percent(fraction: float) -> str:
+    """0.3%, 12%: one decimal only where it says something (below 10 %)."""
+    value = 100 * fraction
+    return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
+
+
 def port_state(port: dict[str, Any]) -> str:
     if not port.get("present", True):
         return "missing"

@@ -97,6 +97,7 @@ class FakeDaemon:
         self.carrier = {"eth0": True, "eth1": True}
         self.filtering = True
         self.dad_failed: set[str] = set()  # management addresses another host on the link has
+        self.conntrack_entries = 1234  # mail connections in the bridge's conntrack table
 
     # ---- the control API ---------------------------------------------------------
 
@@ -139,6 +140,10 @@ class FakeDaemon:
         ]
         if config:
             warnings[:0] = management.problems(config.management, self.management_state(config))
+        conntrack = self.conntrack() if config else None
+        conntrack_problems, conntrack_warnings = engine_status.conntrack_health(conntrack)
+        warnings += conntrack_warnings
+        problems += conntrack_problems
         return {
             "health": "critical" if problems else "warning" if warnings else "ok",
             "problems": problems,
@@ -147,6 +152,7 @@ class FakeDaemon:
             "config": config.to_dict() if config else None,
             "filtering_verified": bool(config) and self.filtering,
             "bridge": self.bridge(config) if config else None,
+            "conntrack": conntrack,
             "counters": {
                 name: {**per_family, "total": sum(per_family.values())} for name, per_family in self.counters.items()
             },
@@ -174,6 +180,17 @@ class FakeDaemon:
             "ports": ports,
             "filtering": self.filtering,
             "forwarding": True,
+        }
+
+    def conntrack(self) -> dict[str, Any]:
+        """As bridge.ConntrackState.to_json()."""
+        limit = 262144
+        return {
+            "entries": self.conntrack_entries,
+            "max": limit,
+            "timeout_established": 1800,
+            "fill": round(self.conntrack_entries / limit, 4),
+            "expected_timeout_established": 1800,
         }
 
     def management_state(self, config: Config) -> management.ManagementState:

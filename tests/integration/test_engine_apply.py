@@ -50,12 +50,12 @@ def kernel_snapshot(lab: Lab, appliance: Appliance) -> dict[str, str]:
     }
 
 
-def filter_rules(save_text: str) -> list[str]:
-    """The -A lines of the *filter table in iptables-save output."""
+def filter_rules(save_text: str, table: str = "filter") -> list[str]:
+    """The -A lines of the *filter table (or another) in iptables-save output."""
     rules, in_filter = [], False
     for line in save_text.splitlines():
         if line.startswith("*"):
-            in_filter = line == "*filter"
+            in_filter = line == f"*{table}"
         elif in_filter and line.startswith("-A "):
             rules.append(line)
     return rules
@@ -208,7 +208,8 @@ def test_kernel_rules_are_what_mxknock_rules_prints(lab: Lab, appliance: Applian
         # Put in force through the control API, as `mxknock apply` does (one CLI start less per config).
         assert appliance.client.call("apply", yaml=text)["applied"] is True, name
         for family in (4, 6):
-            kernel = filter_rules(appliance.iptables_save(family))
+            save = appliance.iptables_save(family)
+            kernel = filter_rules(save) + filter_rules(save, "raw")  # `mxknock rules` prints filter, then raw
             assert kernel == expected[family], f"{name}, IPv{family}: kernel rules differ from `mxknock rules`"
         # The ipset entries printed are the ones in the kernel (whose own sets the kernel fills aside).
         printed_sets = {line.split()[1] for line in printed.stdout.splitlines() if line.startswith("create ")}

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from appliance import compiler, config
-from appliance.ruleset import CHAIN, INPUT_CHAIN, PASS_CHAIN, Match, Rule
+from appliance.ruleset import CHAIN, INPUT_CHAIN, PASS_CHAIN, RAW_CHAIN, Match, Rule
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -286,8 +286,10 @@ def test_ipv4_only_config_has_no_ipv6_rules():
     ruleset = compiler.compile_config(build("ipv4-only"))
     v6 = ruleset.family(6)
     assert v6.rules == () and v6.sets == () and v6.knock_list is None and v6.chains == ()
+    # No IPv6 filter rules; IPv6 is bridged untouched and (raw table) untracked.
+    assert [r.target for r in v6.raw_rules] == [RAW_CHAIN, "CT"]
     text = ruleset.render()
-    assert "ip6tables-save: no IPv6 rules" in text
+    assert "ip6tables-save (IPv6: no IPv6 rules in filter, no IPv6 MX addresses; all of it untracked)" in text
     assert "inet6" not in text
     assert "mxknock6" not in text and "allow6" not in text
     assert ":" not in "".join(re.findall(r"-[sd] (\S+)", text))
@@ -526,3 +528,62 @@ def test_input_jump_is_listed_where_the_kernel_lists_it():
     chains = [r.chain for r in fam.rules]
     assert chains[:2] == ["FORWARD", "INPUT"]
     assert chains[2:] == sorted(chains[2:])
+
+
+# ---- the raw table: only mail traffic (and the box's own) is tracked -------------------------
+
+NOTRACK = (("notrack", None),)
+
+
+def raw(name: str, family: int, **changes: Any) -> list[Rule]:
+    data = copy.deepcopy(GOLDEN_CONFIGS[name])
+    data.update(changes)
+    return list(compiler.compile_config(config.from_dict(data)).family(family).raw_rules)
+
+
+def test_raw_jump_from_prerouting_on_the_bridge_then_mail_flows_then_notrack():
+    rules = raw("dual-stack-full", 4)
+    assert rules[0] == Rule(chain="PREROUTING", in_interface="mxbr", target=RAW_CHAIN)
+    ports = (("dports", "25,110,143,993,995"),)
+    replies = (("sports", "25,110,143,993,995"),)
+    assert [(r.src, r.dst, r.protocol, r.matches, r.target) for r in rules[1:5]] == [
+        (None, "192.0.2.10/32", "tcp", (Match("multiport", ports),), "RETURN"),
+        (None, "192.0.2.20/32", "tcp", (Match("multiport", ports),), "RETURN"),
+        ("192.0.2.10/32", None, "tcp", (Match("multiport", replies),), "RETURN"),
+        ("192.0.2.20/32", None, "tcp", (Match("multiport", replies),), "RETURN"),
+    ]
+    # Last, for everything else: no conntrack entry (its counter says how much).
+    assert rules[-1] == Rule(chain=RAW_CHAIN, target="CT", target_options=NOTRACK, role=compiler.ROLE_UNTRACKED)
+    assert len(rules) == 6
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CONFIGS))
+def test_every_family_untracks_the_rest_last_and_returns_only_before(name: str):
+    for fam in compiler.compile_config(build(name)).families:
+        rules = fam.raw_rules
+        assert rules[0].chain == "PREROUTING" and rules[0].target == RAW_CHAIN
+        assert rules[-1].target == "CT" and rules[-1].target_options == NOTRACK and rules[-1].src is None
+        assert rules[-1].protocol is None and rules[-1].matches == () and rules[-1].dst is None
+        assert all(r.chain == RAW_CHAIN and r.target == "RETURN" for r in rules[1:-1])
+        # Every port the filter judges stays tracked: its ESTABLISHED accept and trust need it.
+        for rule in fam.rules:
+            if rule.chain == CHAIN and rule.dst:
+                assert any(r.dst == rule.dst and r.protocol == "tcp" for r in rules[1:-1]), rule.render()
+
+
+def test_mail_ports_include_the_smtp_port_and_every_knock_port_in_groups_of_15():
+    rules = raw("ipv4-only", 4, knock_ports=list(range(1000, 1015)))
+    to_mx1 = [r for r in rules if r.dst == "192.0.2.10/32"]
+    ports = [m.options[0][1] for r in to_mx1 for m in r.matches]
+    assert ports == ["2525," + ",".join(str(p) for p in range(1000, 1014)), "1014"]
+    assert len([r for r in rules if r.src == "192.0.2.20/32"]) == 2
+
+
+def test_management_address_stays_tracked_for_the_replies_input_accepts():
+    v4 = raw("management", 4)
+    v6 = raw("management", 6)
+    assert Rule(chain=RAW_CHAIN, dst="192.0.2.5/32", target="RETURN") in v4
+    assert Rule(chain=RAW_CHAIN, dst="2001:db8::5/128", target="RETURN") in v6
+    assert Rule(chain=RAW_CHAIN, dst="fe80::/10", target="RETURN") in v6
+    assert not any(r.dst and r.dst.startswith("fe80") for r in v4)
+    assert not any(r.dst in ("192.0.2.5/32", "2001:db8::5/128") for r in raw("unlisting", 4) + raw("unlisting", 6))

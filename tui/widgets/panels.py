@@ -11,7 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from appliance.config import METRICS_PORT
-from appliance.status import COUNTER_LABELS
+from appliance.status import CONNTRACK_CRITICAL, CONNTRACK_WARNING, COUNTER_LABELS
 
 from .. import format as fmt
 from ..state import Snapshot
@@ -76,6 +76,7 @@ class BridgePanel(Static):
             line.append(f" {fmt.port_state(port)}   ", style="green" if ok else "red")
         line.append("forwarding ")
         line.append("yes" if bridge["forwarding"] else "NO", style="green" if bridge["forwarding"] else "bold red")
+        line.append_text(conntrack_text(snapshot.status.get("conntrack")))
         verified = snapshot.status["filtering_verified"]
         line.append("\nfiltering in the path: ")
         line.append("VERIFIED" if verified else "NOT VERIFIED", style="bold green" if verified else "bold red")
@@ -86,6 +87,17 @@ class BridgePanel(Static):
         line.append("\n")
         line.append_text(management_line(snapshot))
         self.update(line)
+
+
+def conntrack_text(conntrack: dict[str, Any] | None) -> Text:
+    """How full the conntrack table is: when full, the kernel drops new connections."""
+    fill = (conntrack or {}).get("fill")
+    if fill is None:
+        return Text()
+    style = "bold red" if fill >= CONNTRACK_CRITICAL else "bold yellow" if fill >= CONNTRACK_WARNING else "green"
+    text = Text("   conntrack ")
+    text.append(fmt.percent(fill), style=style)
+    return text
 
 
 def management_line(snapshot: Snapshot, width: int = LINE_WIDTH) -> Text:

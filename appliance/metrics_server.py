@@ -48,6 +48,8 @@ MAX_HEADERS = 32
 # 1 main thread + MAX_CLIENTS + room. One client address holds at most MAX_PER_ADDRESS of them.
 MAX_CLIENTS = 8
 MAX_PER_ADDRESS = 2
+# A connection that has waited this long for a request head may be closed for a new one.
+EVICT_AFTER = 0.5
 # Scrapes within this many seconds share one status from mxknockd, asked by one of them at
 # a time: a hundred scrapers cost mxknockd one status a second.
 STATUS_LIFETIME = 1.0
@@ -118,7 +120,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
         reader: _HeadReader = self.rfile  # type: ignore[assignment]
         reader.new_request()
         try:
-            self.server.waiting(self.connection, True)  # evictable until its head is in
+            self.server.waiting(self.connection, self.client_address, True)  # evictable until its head is in
             try:
                 self.raw_requestline = reader.readline(MAX_HEAD + 1)
             except http.client.LineTooLong:
@@ -129,7 +131,9 @@ class MetricsHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             parsed = self.parse_request()
-            self.server.waiting(self.connection, False)
+            if not self.server.waiting(self.connection, self.client_address, False):
+                self.close_connection = True  # evicted while its head came in: the socket is shut
+                return
             if not parsed:
                 return
             method = getattr(self, "do_" + self.command)  # every method has one (__getattr__)
@@ -139,7 +143,7 @@ class MetricsHandler(BaseHTTPRequestHandler):
             self.log_error("request timed out: %r", exc)
             self.close_connection = True
         finally:
-            self.server.waiting(self.connection, False)
+            self.server.waiting(self.connection, self.client_address, False)
 
     def parse_request(self) -> bool:
         if not super().parse_request():
@@ -219,7 +223,8 @@ class MetricsServer(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
         self._per_address: dict[str, int] = {}
         self._per_address_lock = threading.Lock()
-        self._waiting: dict[socket.socket, float] = {}  # connections still sending a request head: since when
+        # Connections still sending (or idle before) a request head: since when, and from where.
+        self._waiting: dict[socket.socket, tuple[float, str | None]] = {}
         self._status = SharedResult(lambda: self.control.call("status"), STATUS_LIFETIME)
         self._was_up: bool | None = None
         if inherited is not None:
@@ -246,7 +251,7 @@ class MetricsServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         # A bounded number of handler threads; slow clients time out (CLIENT_TIMEOUT, HEAD_TIMEOUT).
         address = _host_of(client_address)
-        if not self._admit(address):
+        if not self._admit(address) and not (self._evict_slowest(address) and self._admit(address, force=True)):
             _refuse(request, f"more than {MAX_PER_ADDRESS} connections from {address} at once")
             self.shutdown_request(request)
             return
@@ -270,31 +275,40 @@ class MetricsServer(ThreadingHTTPServer):
             self._slots.release()
             self._leave(_host_of(client_address))
 
-    def waiting(self, connection: socket.socket, waiting: bool) -> None:
+    def waiting(self, connection: socket.socket, client_address: Any, waiting: bool) -> bool:
+        """Mark a connection as waiting for a request head (evictable) or not. False when it
+        was evicted meanwhile: it must not answer."""
         with self._per_address_lock:
             if waiting:
-                self._waiting.setdefault(connection, time.monotonic())
-            else:
-                self._waiting.pop(connection, None)
+                self._waiting.setdefault(connection, (time.monotonic(), _host_of(client_address)))
+                return True
+            return self._waiting.pop(connection, None) is not None
 
-    def _evict_slowest(self) -> None:
+    def _evict_slowest(self, address: str | None = None) -> bool:
         """Slowloris and idle keep-alive hold slots while honest scrapers send their head at once:
-        when all slots are taken, the one that has waited longest for a head is closed."""
-        with self._per_address_lock:
-            if not self._waiting:
-                return
-            connection = min(self._waiting, key=self._waiting.__getitem__)
+        when all slots are taken, the connection that has waited longest for a head, at least
+        EVICT_AFTER seconds, is closed; when all of one address's are, the longest waiting of
+        those, however briefly (they are the same client's). False if there is none."""
+        with self._per_address_lock:  # held while closing: a connection either got its head or goes
+            oldest = time.monotonic() - (EVICT_AFTER if address is None else 0.0)
+            candidates = [c for c, (t, a) in self._waiting.items() if t <= oldest and address in (None, a)]
+            if not candidates:
+                return False
+            connection = min(candidates, key=lambda c: self._waiting[c][0])
             del self._waiting[connection]
-        try:
-            connection.shutdown(socket.SHUT_RDWR)  # its thread sees the end and frees the slot
-        except OSError:
-            pass
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its thread sees the end and frees the slot
+            except OSError:
+                pass
+        return True
 
-    def _admit(self, address: str | None) -> bool:
+    def _admit(self, address: str | None, force: bool = False) -> bool:
+        """Count a connection from `address`; False over MAX_PER_ADDRESS (unless forced: one of
+        its connections was just evicted and will leave in a moment)."""
         if address is None:  # a Unix socket (tests): no addresses to tell apart
             return True
         with self._per_address_lock:
-            if self._per_address.get(address, 0) >= MAX_PER_ADDRESS:
+            if not force and self._per_address.get(address, 0) >= MAX_PER_ADDRESS:
                 return False
             self._per_address[address] = self._per_address.get(address, 0) + 1
             return True

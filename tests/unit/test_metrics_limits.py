@@ -87,8 +87,12 @@ def test_a_slowloris_request_is_cut_after_the_head_timeout(tcp_server, sock_dir,
     assert closed and took < 2, f"still connected after {took:.1f} s"
 
 
-def test_eight_slowloris_connections_do_not_blind_the_scraper(tcp_server, serve, status_result, monkeypatch) -> None:
-    """As the issue's attack: eight connections, one byte every so often; scrapes still answer fast."""
+@pytest.mark.parametrize("sources", [["127.0.0.1"], ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"]])
+def test_eight_slowloris_connections_do_not_blind_the_scraper(
+    tcp_server, serve, status_result, monkeypatch, sources
+) -> None:
+    """As the issue's attack: eight connections, one header line every 0.5 s; scrapes still answer
+    fast, whether the attacker shares the scraper's address or has addresses of its own."""
     monkeypatch.setattr(metrics_server, "HEAD_TIMEOUT", 2.0)
     port = tcp_server(serve({"status": lambda args: status_result("ok")}))
     stop = threading.Event()
@@ -103,7 +107,7 @@ def test_eight_slowloris_connections_do_not_blind_the_scraper(tcp_server, serve,
             except OSError:
                 stop.wait(0.05)
 
-    attackers = [threading.Thread(target=slowloris, args=(f"127.0.0.{2 + i % 4}",)) for i in range(8)]
+    attackers = [threading.Thread(target=slowloris, args=(sources[i % len(sources)],)) for i in range(8)]
     for thread in attackers:
         thread.start()
     try:
@@ -141,16 +145,39 @@ def test_an_oversized_head_gets_431_and_is_closed(tcp_server, sock_dir, head) ->
     assert scrape(port)[0] == 200  # and the server goes on
 
 
-def test_more_connections_from_one_address_are_refused_with_503(tcp_server, sock_dir) -> None:
+def test_a_new_connection_from_an_address_at_its_cap_evicts_an_idle_one(tcp_server, sock_dir) -> None:
     port = tcp_server(sock_dir / "nobody.sock")
     held = [connect_from("127.0.0.2", port) for _ in range(metrics_server.MAX_PER_ADDRESS)]
     try:
-        time.sleep(0.2)
+        time.sleep(metrics_server.EVICT_AFTER + 0.2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=("127.0.0.2", 0))
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert read_all(held[0]) == b""  # the one that waited longest was closed
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_more_busy_connections_from_one_address_are_refused_with_503(tcp_server, serve, status_result) -> None:
+    def slow_status(args: Any) -> dict[str, Any]:
+        time.sleep(1.5)
+        return status_result("ok")
+
+    port = tcp_server(serve({"status": slow_status}))
+    busy = [connect_from("127.0.0.2", port) for _ in range(metrics_server.MAX_PER_ADDRESS)]
+    try:
+        for sock in busy:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # each waits for the daemon
+        time.sleep(0.3)
         with connect_from("127.0.0.2", port) as extra:
             assert read_all(extra).startswith(b"HTTP/1.1 503 ")
         assert scrape(port)[0] == 200  # another address is served
+        for sock in busy:
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
     finally:
-        for sock in held:
+        for sock in busy:
             sock.close()
 
 

@@ -50,6 +50,8 @@ MAX_CLIENTS = 8
 MAX_PER_ADDRESS = 2
 # A connection that has waited this long for a request head may be closed for a new one.
 EVICT_AFTER = 0.5
+# With every slot busy answering, a new connection waits this long for one, then gets 503.
+SLOT_WAIT = 1.0
 # Scrapes within this many seconds share one status from mxknockd, asked by one of them at
 # a time: a hundred scrapers cost mxknockd one status a second.
 STATUS_LIFETIME = 1.0
@@ -257,8 +259,9 @@ class MetricsServer(ThreadingHTTPServer):
             return
         if not self._slots.acquire(blocking=False):
             self._evict_slowest()  # every slot taken: the connection longest without a whole head goes
-            if not self._slots.acquire(timeout=CLIENT_TIMEOUT):
+            if not self._slots.acquire(timeout=SLOT_WAIT):  # the accept loop waits no longer than this
                 self._leave(address)
+                _refuse(request, f"all {MAX_CLIENTS} connections are busy")
                 self.shutdown_request(request)
                 return
         try:

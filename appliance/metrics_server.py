@@ -257,13 +257,11 @@ class MetricsServer(ThreadingHTTPServer):
             _refuse(request, f"more than {MAX_PER_ADDRESS} connections from {address} at once")
             self.shutdown_request(request)
             return
-        if not self._slots.acquire(blocking=False):
-            self._evict_slowest()  # every slot taken: the connection longest without a whole head goes
-            if not self._slots.acquire(timeout=SLOT_WAIT):  # the accept loop waits no longer than this
-                self._leave(address)
-                _refuse(request, f"all {MAX_CLIENTS} connections are busy")
-                self.shutdown_request(request)
-                return
+        if not self._take_slot():
+            self._leave(address)
+            _refuse(request, f"all {MAX_CLIENTS} connections are busy")
+            self.shutdown_request(request)
+            return
         try:
             super().process_request(request, client_address)
         except BaseException:
@@ -277,6 +275,17 @@ class MetricsServer(ThreadingHTTPServer):
         finally:
             self._slots.release()
             self._leave(_host_of(client_address))
+
+    def _take_slot(self) -> bool:
+        """A free slot; with every slot taken, the connection longest without a whole head (as
+        soon as one has waited EVICT_AFTER) is closed to make room. The accept loop waits no
+        longer than SLOT_WAIT."""
+        deadline = time.monotonic() + SLOT_WAIT
+        while not self._slots.acquire(timeout=0.05):
+            if time.monotonic() >= deadline:
+                return False
+            self._evict_slowest()
+        return True
 
     def waiting(self, connection: socket.socket, client_address: Any, waiting: bool) -> bool:
         """Mark a connection as waiting for a request head (evictable) or not. False when it

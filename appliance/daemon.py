@@ -16,16 +16,58 @@ from typing import Any
 
 from . import config as config_module
 from . import state as state_module
-from .control import STATUS_COMMANDS, ControlServer, socket_path, status_socket_path
-from .engine import Engine
+from .config import ConfigError, FieldError
+from .control import (
+    CONTROL_LIMITS,
+    STATUS_COMMANDS,
+    STATUS_LIMITS,
+    ControlServer,
+    SharedResult,
+    socket_path,
+    status_socket_path,
+)
+from .engine import Engine, EngineError
 from .notify import notify, watchdog_interval
 
 log = logging.getLogger("mxknockd")
 
 
+# Each command's arguments: name -> (kind, required). Checked before the engine is called,
+# so that a bad argument is refused by name and an error from inside the engine is a bug.
+TEXT, SECONDS, ENTRIES = "text", "seconds", "entries"
+ARGS: dict[str, dict[str, tuple[str, bool]]] = {
+    "check": {"yaml": (TEXT, True)},
+    "apply": {"yaml": (TEXT, True), "confirm_within": (SECONDS, False)},
+    "whitelist_add": {"entries": (ENTRIES, True)},
+    "whitelist_remove": {"entries": (ENTRIES, True)},
+    "trusted_add": {"entries": (ENTRIES, True)},
+    "trusted_remove": {"entries": (ENTRIES, True)},
+}
+STATUS_LIFETIME = 1.0  # seconds the status socket reuses one status: its readers cannot load the engine
+
+
+def check_args(command: str, args: dict[str, Any]) -> None:
+    """Refuse unknown, missing and mistyped arguments, naming them (ConfigError)."""
+    spec = ARGS.get(command, {})
+    errors = [FieldError(f"args.{name}"[:100], "unknown argument") for name in args if name not in spec]
+    for name, (kind, required) in spec.items():
+        value = args.get(name)
+        if value is None:
+            if required:
+                errors.append(FieldError(f"args.{name}", "missing"))
+        elif kind == TEXT and not isinstance(value, str):
+            errors.append(FieldError(f"args.{name}", "must be a string"))
+        elif kind == SECONDS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            errors.append(FieldError(f"args.{name}", "must be a number of seconds"))
+        elif kind == ENTRIES and (not isinstance(value, list) or not all(isinstance(v, str) for v in value)):
+            errors.append(FieldError(f"args.{name}", "must be a list of strings"))
+    if errors:
+        raise ConfigError(errors)
+
+
 def handlers(engine: Engine) -> dict[str, Any]:
-    """The control API's commands; args come from the JSON request."""
-    return {
+    """The control API's commands; args come from the JSON request (checked by check_args)."""
+    commands = {
         "ping": lambda a: {"pong": True},
         "status": lambda a: engine.status(),
         "knocks": lambda a: engine.knocks(),
@@ -44,6 +86,40 @@ def handlers(engine: Engine) -> dict[str, Any]:
         "trusted_add": lambda a: engine.change_trusted(add=list(a["entries"])),
         "trusted_remove": lambda a: engine.change_trusted(remove=list(a["entries"])),
     }
+    return {name: _checked(name, handler) for name, handler in commands.items()}
+
+
+def _checked(command: str, handler: Any) -> Any:
+    def run(args: dict[str, Any]) -> Any:
+        check_args(command, args)
+        return handler(args)
+
+    return run
+
+
+def status_handlers(commands: dict[str, Any]) -> dict[str, Any]:
+    """The read-only status socket's commands: its `status` is shared for STATUS_LIFETIME,
+    computed by one reader at a time, so that a flood of readers costs the engine (and its
+    lock, which root's changes need) at most one status a second."""
+    shared = SharedResult(lambda: commands["status"]({}), STATUS_LIFETIME)
+    status_only = {name: commands[name] for name in STATUS_COMMANDS}
+    return {**status_only, "status": lambda a: (check_args("status", a), shared.get())[1]}
+
+
+def undo_undelivered(engine: Engine) -> Any:
+    """An apply with confirm_within whose answer never reached its client is rolled back at
+    once: nobody learnt that it is waiting for a confirmation."""
+
+    def undo(command: str, args: dict[str, Any], result: Any) -> None:
+        if command != "apply" or not args.get("confirm_within"):
+            return
+        try:
+            engine.rollback()
+            log.warning("the client of an apply went away before its answer: the change is rolled back")
+        except EngineError as exc:  # confirmed or rolled back meanwhile by someone else
+            log.info("the client of an apply went away before its answer; nothing to roll back: %s", exc)
+
+    return undo
 
 
 def _maintain(engine: Engine) -> None:
@@ -83,10 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(args.config, state_dir=args.state_dir)
     engine.start()
     commands = handlers(engine)
-    server = ControlServer(args.socket or socket_path(), commands)
+    server = ControlServer(
+        args.socket or socket_path(),
+        commands,
+        limits=CONTROL_LIMITS,
+        routine_errors=(EngineError,),
+        on_undelivered=undo_undelivered(engine),
+    )
     server.serve_in_thread()
     status_path = args.status_socket or (args.socket.with_name("status.sock") if args.socket else status_socket_path())
-    status_server = ControlServer(status_path, {name: commands[name] for name in STATUS_COMMANDS}, mode=0o666)
+    status_server = ControlServer(
+        status_path, status_handlers(commands), mode=0o666, limits=STATUS_LIMITS, routine_errors=(EngineError,)
+    )
     status_server.serve_in_thread()
 
     stop = threading.Event()

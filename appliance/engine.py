@@ -174,7 +174,11 @@ class Engine:
                 pending.timer = threading.Timer(confirm_within, self._rollback_on_timeout, args=(pending,))
                 pending.timer.daemon = True
                 self.pending = pending
-                pending.timer.start()
+                try:
+                    pending.timer.start()
+                except RuntimeError as exc:  # no thread to be had: unguarded, the change would stay for good
+                    self.rollback()
+                    raise EngineError(f"cannot arm the confirmation timer ({exc}): the change is rolled back") from exc
             else:
                 self._commit_staged(staged, text, previous)
             return {"applied": True, "confirm_within": confirm_within}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import http.client
 import logging
 import os
 import signal
@@ -29,16 +30,31 @@ from typing import Any
 
 from . import metrics
 from .config import METRICS_PORT
-from .control import ControlClient, ControlError, status_socket_path
+from .control import ControlClient, ControlError, SharedResult, status_socket_path
 
 log = logging.getLogger("mxknock-metrics")
 
 DEFAULT_LISTEN = f"[::]:{METRICS_PORT}"
 SCRAPE_TIMEOUT = 5.0  # for mxknockd's answer; Prometheus' default scrape timeout is 10 s
-CLIENT_TIMEOUT = 10.0  # a client that sends or reads this slowly is dropped
+CLIENT_TIMEOUT = 10.0  # a client that sends or reads this slowly is dropped; also the keep-alive idle time
+# A request's head (request line and headers) must arrive whole within HEAD_TIMEOUT of its
+# first byte (slowloris), and be at most MAX_HEAD bytes with at most MAX_HEADERS headers.
+# Prometheus sends about 300 bytes and 5 headers at once. GET and HEAD have no body.
+HEAD_TIMEOUT = 5.0
+MAX_HEAD = 8192
+MAX_HEADERS = 32
 # Connections served at once (a thread each); more wait in the listen backlog. Prometheus
-# keeps one connection per server. Stays below the unit's TasksMax (mxknock-metrics.service).
+# keeps one connection per server. The unit's TasksMax=16 (mxknock-metrics.service) is
+# 1 main thread + MAX_CLIENTS + room. One client address holds at most MAX_PER_ADDRESS of them.
 MAX_CLIENTS = 8
+MAX_PER_ADDRESS = 2
+# A connection that has waited this long for a request head may be closed for a new one.
+EVICT_AFTER = 0.5
+# With every slot busy answering, a new connection waits this long for one, then gets 503.
+SLOT_WAIT = 1.0
+# Scrapes within this many seconds share one status from mxknockd, asked by one of them at
+# a time: a hundred scrapers cost mxknockd one status a second.
+STATUS_LIFETIME = 1.0
 SD_LISTEN_FDS_START = 3
 ALLOWED = "GET, HEAD"
 INDEX = b"mxknock metrics exporter: Prometheus metrics at /metrics\n"
@@ -95,6 +111,50 @@ class MetricsHandler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its connection
     timeout = CLIENT_TIMEOUT
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()
+        self.rfile = _HeadReader(self.connection, self.timeout)  # type: ignore[assignment]
+
+    def handle_one_request(self) -> None:
+        # BaseHTTPRequestHandler's, with a bounded head that must arrive in time.
+        reader: _HeadReader = self.rfile  # type: ignore[assignment]
+        reader.new_request()
+        try:
+            self.server.waiting(self.connection, self.client_address, True)  # evictable until its head is in
+            try:
+                self.raw_requestline = reader.readline(MAX_HEAD + 1)
+            except http.client.LineTooLong:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(431, f"request head larger than {MAX_HEAD} bytes")
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            parsed = self.parse_request()
+            if not self.server.waiting(self.connection, self.client_address, False):
+                self.close_connection = True  # evicted while its head came in: the socket is shut
+                return
+            if not parsed:
+                return
+            method = getattr(self, "do_" + self.command)  # every method has one (__getattr__)
+            method()
+            self.wfile.flush()
+        except TimeoutError as exc:
+            self.log_error("request timed out: %r", exc)
+            self.close_connection = True
+        finally:
+            self.server.waiting(self.connection, self.client_address, False)
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if len(self.headers) > MAX_HEADERS:
+            self.send_error(431, f"more than {MAX_HEADERS} header fields")
+            return False
+        self.connection.settimeout(self.timeout)  # the head is in: the answer gets the usual time
+        return True
 
     def do_GET(self) -> None:
         self._answer(body=True)
@@ -163,6 +223,11 @@ class MetricsServer(ThreadingHTTPServer):
         self.control = control
         self.verbose = verbose
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._per_address: dict[str, int] = {}
+        self._per_address_lock = threading.Lock()
+        # Connections still sending (or idle before) a request head: since when, and from where.
+        self._waiting: dict[socket.socket, tuple[float, str | None]] = {}
+        self._status = SharedResult(lambda: self.control.call("status"), STATUS_LIFETIME)
         self._was_up: bool | None = None
         if inherited is not None:
             self.address_family = inherited.family
@@ -186,14 +251,22 @@ class MetricsServer(ThreadingHTTPServer):
         self.server_name, self.server_port = "mxknock", self.server_address[1]
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        # A bounded number of handler threads; slow clients time out (CLIENT_TIMEOUT).
-        if not self._slots.acquire(timeout=CLIENT_TIMEOUT):
+        # A bounded number of handler threads; slow clients time out (CLIENT_TIMEOUT, HEAD_TIMEOUT).
+        address = _host_of(client_address)
+        if not self._admit(address) and not (self._evict_slowest(address) and self._admit(address, force=True)):
+            _refuse(request, f"more than {MAX_PER_ADDRESS} connections from {address} at once")
+            self.shutdown_request(request)
+            return
+        if not self._take_slot():
+            self._leave(address)
+            _refuse(request, f"all {MAX_CLIENTS} connections are busy")
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._leave(address)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -201,6 +274,64 @@ class MetricsServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._leave(_host_of(client_address))
+
+    def _take_slot(self) -> bool:
+        """A free slot; with every slot taken, the connection longest without a whole head (as
+        soon as one has waited EVICT_AFTER) is closed to make room. The accept loop waits no
+        longer than SLOT_WAIT."""
+        deadline = time.monotonic() + SLOT_WAIT
+        while not self._slots.acquire(timeout=0.05):
+            if time.monotonic() >= deadline:
+                return False
+            self._evict_slowest()
+        return True
+
+    def waiting(self, connection: socket.socket, client_address: Any, waiting: bool) -> bool:
+        """Mark a connection as waiting for a request head (evictable) or not. False when it
+        was evicted meanwhile: it must not answer."""
+        with self._per_address_lock:
+            if waiting:
+                self._waiting.setdefault(connection, (time.monotonic(), _host_of(client_address)))
+                return True
+            return self._waiting.pop(connection, None) is not None
+
+    def _evict_slowest(self, address: str | None = None) -> bool:
+        """Slowloris and idle keep-alive hold slots while honest scrapers send their head at once:
+        when all slots are taken, the connection that has waited longest for a head, at least
+        EVICT_AFTER seconds, is closed; when all of one address's are, the longest waiting of
+        those, however briefly (they are the same client's). False if there is none."""
+        with self._per_address_lock:  # held while closing: a connection either got its head or goes
+            oldest = time.monotonic() - (EVICT_AFTER if address is None else 0.0)
+            candidates = [c for c, (t, a) in self._waiting.items() if t <= oldest and address in (None, a)]
+            if not candidates:
+                return False
+            connection = min(candidates, key=lambda c: self._waiting[c][0])
+            del self._waiting[connection]
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # its thread sees the end and frees the slot
+            except OSError:
+                pass
+        return True
+
+    def _admit(self, address: str | None, force: bool = False) -> bool:
+        """Count a connection from `address`; False over MAX_PER_ADDRESS (unless forced: one of
+        its connections was just evicted and will leave in a moment)."""
+        if address is None:  # a Unix socket (tests): no addresses to tell apart
+            return True
+        with self._per_address_lock:
+            if not force and self._per_address.get(address, 0) >= MAX_PER_ADDRESS:
+                return False
+            self._per_address[address] = self._per_address.get(address, 0) + 1
+            return True
+
+    def _leave(self, address: str | None) -> None:
+        if address is None:
+            return
+        with self._per_address_lock:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -212,7 +343,7 @@ class MetricsServer(ThreadingHTTPServer):
     def scrape(self) -> str:
         started = time.monotonic()
         try:
-            text = metrics.render(self.control.call("status"))
+            text = metrics.render(self._status.get())
             self._note(True, "")
         except ControlError as exc:
             self._note(False, str(exc))
@@ -231,6 +362,76 @@ class MetricsServer(ThreadingHTTPServer):
             else:
                 log.warning("%s", message)
             self._was_up = up
+
+
+class _HeadReader:
+    """The request's byte source in place of rfile: at most MAX_HEAD bytes per request head
+    (http.client.LineTooLong beyond), which must arrive within HEAD_TIMEOUT of its first byte
+    (TimeoutError), after at most `idle` seconds of waiting for that first byte."""
+
+    def __init__(self, sock: socket.socket, idle: float):
+        self.sock = sock
+        self.idle = idle
+        self.buffer = bytearray()
+        self.eof = False
+        self.new_request()
+
+    def new_request(self) -> None:
+        self.left = MAX_HEAD
+        self.deadline: float | None = time.monotonic() + HEAD_TIMEOUT if self.buffer else None
+
+    def readline(self, size: int = -1) -> bytes:
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0 or self.eof or (0 <= size <= len(self.buffer)):
+                count = end + 1 if end >= 0 else len(self.buffer)
+                if size >= 0:
+                    count = min(count, size)
+                if count > self.left:
+                    raise http.client.LineTooLong(f"request head larger than {MAX_HEAD} bytes")
+                line = bytes(self.buffer[:count])
+                del self.buffer[:count]
+                self.left -= count
+                return line
+            if len(self.buffer) > self.left:
+                raise http.client.LineTooLong(f"request head larger than {MAX_HEAD} bytes")
+            self._fill()
+
+    def _fill(self) -> None:
+        if self.deadline is None:
+            self.sock.settimeout(self.idle)
+        else:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no whole request head within {HEAD_TIMEOUT:g} s")
+            self.sock.settimeout(left)
+        chunk = self.sock.recv(4096)
+        if not chunk:
+            self.eof = True
+        elif self.deadline is None:
+            self.deadline = time.monotonic() + HEAD_TIMEOUT
+        self.buffer += chunk
+
+    def read(self, size: int = -1) -> bytes:  # not used for GET and HEAD; a bounded answer all the same
+        return self.readline(size)
+
+    def close(self) -> None:
+        self.buffer.clear()
+
+
+def _host_of(client_address: Any) -> str | None:
+    return client_address[0] if isinstance(client_address, tuple) and client_address else None
+
+
+def _refuse(request: socket.socket, why: str) -> None:
+    """503 without a thread and without waiting for the client (the accept loop must go on)."""
+    body = f"busy: {why}\n".encode()
+    head = f"HTTP/1.1 503 Service Unavailable\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    try:
+        request.setblocking(False)
+        request.send(head.encode() + body)
+    except OSError:
+        pass
 
 
 def _scrape_duration(seconds: float) -> str:

@@ -513,7 +513,8 @@ def test_server_routes(http_server, serve, status_result) -> None:
     assert head.startswith(b"HTTP/1.1 200 ") and b"mxknock_up 1\n" in body
 
 
-def test_server_keeps_the_connection_for_the_next_scrape(http_server, serve, status_result) -> None:
+def test_server_keeps_the_connection_for_the_next_scrape(http_server, serve, status_result, monkeypatch) -> None:
+    monkeypatch.setattr(metrics_server, "STATUS_LIFETIME", 0.3)
     calls = []
     path = http_server(serve({"status": lambda args: calls.append(1) or status_result("ok")}))
     conn = UnixHTTPConnection(path)
@@ -522,9 +523,15 @@ def test_server_keeps_the_connection_for_the_next_scrape(http_server, serve, sta
             conn.request("GET", "/metrics")
             response = conn.getresponse()
             assert response.status == 200 and b"mxknock_up 1" in response.read()
+        # Scrapes within STATUS_LIFETIME share one status (was: every scrape asked the daemon,
+        # so that a hundred scrapers loaded it); after it, the next scrape asks afresh.
+        assert len(calls) == 1
+        time.sleep(0.35)
+        conn.request("GET", "/metrics")
+        assert conn.getresponse().read()
+        assert len(calls) == 2
     finally:
         conn.close()
-    assert len(calls) == 3  # every scrape asks the daemon afresh
 
 
 def test_server_says_up_0_when_the_daemon_is_away(http_server, sock_dir) -> None:
@@ -568,16 +575,19 @@ def test_a_silent_client_is_dropped(http_server, sock_dir, monkeypatch) -> None:
     assert request(path, "GET", "/")[0] == 200
 
 
-def test_clients_beyond_the_limit_wait_for_a_free_slot(http_server, sock_dir, monkeypatch) -> None:
+def test_a_client_beyond_the_limit_takes_the_slot_of_one_without_a_request(http_server, sock_dir, monkeypatch) -> None:
+    # Was: it waited until the idle one timed out, so idle or slowloris clients blinded scrapes.
     monkeypatch.setattr(metrics_server, "MAX_CLIENTS", 1)
-    monkeypatch.setattr(metrics_server.MetricsHandler, "timeout", 0.5)
     path = http_server(sock_dir / "nobody.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as hog:
+        hog.settimeout(5)
         hog.connect(str(path))
-        time.sleep(0.1)  # accepted: it holds the only slot until it times out
+        hog.sendall(b"GET / HTTP/1.1\r\n")  # and never the rest
+        time.sleep(metrics_server.EVICT_AFTER + 0.2)  # accepted: it holds the only slot, and has waited
         started = time.monotonic()
         assert request(path, "GET", "/")[0] == 200
-        assert 0.25 < time.monotonic() - started < 5
+        assert time.monotonic() - started < 1
+        assert hog.recv(100) == b""  # closed to make room
 
 
 def as_fd_3(fd: int) -> None:

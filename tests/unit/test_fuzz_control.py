@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -28,8 +27,8 @@ from appliance import daemon, netfilter
 from appliance.control import CONTROL_LIMITS, STATUS_LIMITS, ControlServer
 from appliance.engine import Engine, EngineError
 
-# A bounded run in CI; MXKNOCK_FUZZ_EXAMPLES=5000 for a long one.
-N = int(os.environ.get("MXKNOCK_FUZZ_EXAMPLES", "200"))
+# As many examples as the profile loaded by conftest.py says: bounded in CI, long in `make fuzz`.
+N = settings.default.max_examples
 EXAMPLES = settings(
     max_examples=N, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

@@ -787,6 +787,11 @@ def parse_ssh_key(item: Any) -> str:
         raise ValueError(f"must be a public key line like 'ssh-ed25519 AAAA... admin', not {shown(item)}")
     if "\n" in item or "\r" in item:
         raise ValueError("one key per entry: this one spans lines")
+    odd = next((c for c in item if not (c.isprintable() or c == "\t")), None)
+    if odd is not None:
+        # sshd reads authorized_keys as bytes up to a newline: a control character or a lone
+        # surrogate (a YAML "\ud800" escape) cannot be written there as the admin meant it.
+        raise ValueError(f"holds a character that is not printable ({odd!r}): paste the key again as one plain line")
     parts = item.strip().split(None, 2)
     if not parts:
         raise ValueError("empty: paste a public key line like 'ssh-ed25519 AAAA... admin'")

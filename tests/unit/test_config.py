@@ -707,6 +707,9 @@ def test_link_local_ipv6_gateway_is_fine():
         ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx", "not a ssh-rsa key"),
         (SSH_KEY + "\nssh-ed25519 AAAA", "spans lines"),
         (42, "public key line"),
+        (SSH_KEY + "\ud800", "not printable"),
+        (SSH_KEY + "\x00", "not printable"),
+        (SSH_KEY + "\u2028x", "not printable"),
     ],
 )
 def test_ssh_key_refused(key: Any, words: str):

@@ -214,14 +214,28 @@ MANAGEMENT_KEYS = {"address", "gateway", "ssh_keys", "allow", "metrics"}
 MANAGEMENT_PREFIX_MIN = {4: 8, 6: 16}  # shortest management.address prefix per family (see there)
 
 
+MAX_ERRORS = 200  # listed per refusal; a file of a million bad entries needs no million lines
+MAX_FILE_BYTES = 16 * 1024 * 1024  # two full 65536-entry IPv6 lists take about 6 MiB
+LIST_ABSURD = 1000  # a list this long where a few items belong is refused without reading each
+
+
 class _Collector:
-    """Gathers field errors while the parser keeps going."""
+    """Gathers field errors while the parser keeps going (the first MAX_ERRORS of them)."""
 
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
+        self.count = 0  # all of them, listed or not
 
     def add(self, field_name: str, message: str) -> None:
-        self.errors.append(FieldError(field_name, message))
+        self.count += 1
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(FieldError(field_name, message))
+
+    def final(self) -> list[FieldError]:
+        unlisted = self.count - len(self.errors)
+        if unlisted:
+            return [*self.errors, FieldError("(file)", f"and {unlisted} more problems (only the first are listed)")]
+        return self.errors
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser: ~10x faster
@@ -284,6 +298,10 @@ def decode(data: bytes) -> str:
 
 def parse_yaml(text: str | bytes) -> Config:
     """A config from the file's text (or its bytes): a Config, or a ConfigError and nothing else."""
+    if isinstance(text, str | bytes | bytearray) and len(text) > MAX_FILE_BYTES:
+        raise ConfigError(
+            [FieldError("(file)", f"{len(text)} bytes is more than any config needs (at most {MAX_FILE_BYTES})")]
+        )
     if isinstance(text, bytes | bytearray):
         text = decode(bytes(text))
     try:
@@ -367,8 +385,8 @@ def from_dict(data: Any) -> Config:
     if data.get("management") is not None:
         management = _management(data["management"], set(mx1) | set(mx2), errs)
 
-    if errs.errors:
-        raise ConfigError(errs.errors)
+    if errs.count:
+        raise ConfigError(errs.final())
     return Config(
         bridge=bridge,
         mode=mode,
@@ -457,7 +475,7 @@ def _mx_addresses(name: str, raw: Any, errs: _Collector) -> tuple[IPAddress, ...
         errs.add(name, "missing: give the mail server's address for this MX (IPv4, IPv6 or both)")
         return ()
     items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list) or not items:
+    if not isinstance(items, list) or not items or len(items) > LIST_ABSURD:
         errs.add(name, "must be an address or a list of one IPv4 and/or one IPv6 address")
         return ()
     addresses: list[IPAddress] = []
@@ -509,10 +527,11 @@ def _form_problem(text: str, address: IPAddress) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and int(address) >> 32 == 0 and int(address) >> 16:
         v4 = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         return f"{text} is an IPv4-compatible IPv6 address (deprecated): write the IPv4 address {v4} instead"
-    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    if address.version == 4:
+        return None  # ipaddress refuses leading zeros and other forms inet_pton would read otherwise
     ours = str(address)
     try:
-        kernels = socket.inet_ntop(family, socket.inet_pton(family, ours))
+        kernels = socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, ours))
     except OSError:
         kernels = "(nothing)"
     if kernels != ours:
@@ -559,11 +578,14 @@ def _knock_ports(raw: Any, smtp_port: int, errs: _Collector) -> tuple[int, ...]:
     if not isinstance(raw, list):
         errs.add("knock_ports", f"must be a list of ports, e.g. {list(MAIL_ACCESS_PORTS)}")
         return ()
+    if len(raw) > LIST_ABSURD:
+        errs.add("knock_ports", "at most 15 ports")
+        return ()
     ports: list[int] = []
     for i, item in enumerate(raw):
-        before = len(errs.errors)
+        before = errs.count
         port = _port(f"knock_ports[{i}]", item, errs)
-        if len(errs.errors) > before:
+        if errs.count > before:
             continue
         if port == smtp_port:
             errs.add(f"knock_ports[{i}]", f"{port} is the SMTP port itself")
@@ -652,7 +674,7 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
     example = "{address: 192.0.2.5/24, gateway: 192.0.2.1, ssh_keys: ['ssh-ed25519 AAAA... admin']}"
     if not _section("management", raw, MANAGEMENT_KEYS, example, errs):
         return None
-    before = len(errs.errors)
+    before = errs.count
     addresses = _management_addresses(raw.get("address"), mx_addresses, errs)
     gateways = _management_gateways(raw.get("gateway"), addresses, errs)
     keys_raw = raw.get("ssh_keys") or []
@@ -672,9 +694,12 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
                 errs.add(f"management.ssh_keys[{i}]", "this key is listed twice")
             else:
                 ssh_keys.append(key)
-    allow = _networks("management.allow", raw.get("allow", []), errs)
-    if len(allow) > MAX_MANAGEMENT_ALLOW:
+    allow_raw = raw.get("allow", [])
+    if isinstance(allow_raw, list) and len(allow_raw) > MAX_MANAGEMENT_ALLOW:
+        allow: tuple[IPNetwork, ...] = ()  # not read one by one: the count alone is the refusal
         errs.add("management.allow", f"at most {MAX_MANAGEMENT_ALLOW} networks")
+    else:
+        allow = _networks("management.allow", allow_raw, errs)
     for i, net in enumerate(allow):
         if addresses and net.version not in {a.version for a in addresses}:
             errs.add(f"management.allow[{i}]", f"{net} is IPv{net.version} but no management address is")
@@ -688,7 +713,7 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
     metrics = raw.get("metrics", Management.metrics)
     if not isinstance(metrics, bool):
         errs.add("management.metrics", f"must be true or false, not {shown(metrics)}")
-    if len(errs.errors) > before:
+    if errs.count > before:
         return None
     return Management(
         addresses=addresses, gateways=gateways, ssh_keys=tuple(ssh_keys), allow=allow, metrics=bool(metrics)
@@ -698,7 +723,7 @@ def _management(raw: Any, mx_addresses: set[IPAddress], errs: _Collector) -> Man
 def _one_or_list(name: str, raw: Any, shape: str, errs: _Collector) -> list[tuple[str, Any]]:
     """A single value or a list of them, each with the field name its error should carry."""
     items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list):
+    if not isinstance(items, list) or len(items) > LIST_ABSURD:
         errs.add(name, f"must be {shape}")
         return []
     return [(name if isinstance(raw, str) else f"{name}[{i}]", item) for i, item in enumerate(items)]
@@ -787,6 +812,11 @@ def parse_ssh_key(item: Any) -> str:
         raise ValueError(f"must be a public key line like 'ssh-ed25519 AAAA... admin', not {shown(item)}")
     if "\n" in item or "\r" in item:
         raise ValueError("one key per entry: this one spans lines")
+    odd = next((c for c in item if not (c.isprintable() or c == "\t")), None)
+    if odd is not None:
+        # sshd reads authorized_keys as bytes up to a newline: a control character or a lone
+        # surrogate (a YAML "\ud800" escape) cannot be written there as the admin meant it.
+        raise ValueError(f"holds a character that is not printable ({odd!r}): paste the key again as one plain line")
     parts = item.strip().split(None, 2)
     if not parts:
         raise ValueError("empty: paste a public key line like 'ssh-ed25519 AAAA... admin'")

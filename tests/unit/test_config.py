@@ -707,6 +707,9 @@ def test_link_local_ipv6_gateway_is_fine():
         ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx", "not a ssh-rsa key"),
         (SSH_KEY + "\nssh-ed25519 AAAA", "spans lines"),
         (42, "public key line"),
+        (SSH_KEY + "\ud800", "not printable"),
+        (SSH_KEY + "\x00", "not printable"),
+        (SSH_KEY + "\u2028x", "not printable"),
     ],
 )
 def test_ssh_key_refused(key: Any, words: str):
@@ -993,3 +996,35 @@ def test_mxknock_check_refuses_without_a_traceback(tmp_path, content: bytes, std
     err = done.stderr.decode()
     assert done.returncode == 2, err
     assert "Traceback" not in err and err.startswith("mxknock: refused:\n  "), err
+
+
+# ---- bounded work and output for absurd input -----------------------------------------------
+
+
+def test_errors_are_listed_up_to_a_bound():
+    with pytest.raises(ConfigError) as info:
+        config.from_dict(make(whitelist=[f"bad{i}" for i in range(5000)]))
+    errors = info.value.errors
+    assert len(errors) == config.MAX_ERRORS + 1
+    assert errors[-1] == config.FieldError(
+        "(file)", f"and {5000 - config.MAX_ERRORS} more problems (only the first are listed)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (make(knock_ports=["x"] * 100_000), "knock_ports"),
+        (make(mx1=["x"] * 100_000), "mx1"),
+        (make(management={"address": ["x"] * 100_000}), "management.address"),
+        (make(management={"address": "192.0.2.5/24", "allow": ["x"] * 100_000}), "management.allow"),
+    ],
+)
+def test_absurdly_long_lists_are_one_refusal(data: dict[str, Any], field: str):
+    errors = refuse(data)
+    assert field in errors and len(errors) <= 3, list(errors)[:5]
+
+
+def test_a_file_larger_than_any_config_is_refused_unread():
+    errors = refuse_text(b"# " + b"x" * config.MAX_FILE_BYTES + b"\n")
+    assert "more than any config needs" in errors["(file)"]

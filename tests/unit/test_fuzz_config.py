@@ -76,6 +76,7 @@ def kernel_accepts_ifname(name: str) -> bool:
 def check_config(cfg: Config) -> None:
     again = config.parse_yaml(cfg.to_yaml())
     assert again == cfg
+    cfg.to_yaml().encode("utf-8")  # the daemon saves it as UTF-8
     ruleset = compile_config(cfg)
     for family in ruleset.families:
         for ipset in family.sets:
@@ -89,6 +90,8 @@ def check_config(cfg: Config) -> None:
     for name in (cfg.bridge.name, cfg.bridge.outside, cfg.bridge.inside):
         assert kernel_accepts_ifname(name), name
     if cfg.management is not None:
+        for key in cfg.management.ssh_keys:  # written to authorized_keys, one line each
+            assert key.encode("utf-8") and all(c.isprintable() or c == "\t" for c in key), key
         for interface in cfg.management.addresses:
             assert canonical(interface.ip), interface
             assert interface.network.prefixlen >= (8 if interface.version == 4 else 16), interface
@@ -518,6 +521,25 @@ def test_with_changes(key: str, value: Any) -> None:
         check_refusal(exc)
         return
     check_config(cfg)
+
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO2BHj0hKrbcYPEiC07tXbVNobMZk1yW5+HaShEkiQAx"
+
+
+@given(st.text(max_size=30))
+@example("adm\ud800in")
+@example("a\x00b")
+def test_ssh_key_comments_in_a_config(comment: str) -> None:
+    data = copy.deepcopy(VALID)
+    data["management"] = {**MANAGEMENT, "ssh_keys": [f"{SSH_KEY} {comment}"]}
+    judge_data(data)
+    judge_text(yaml.safe_dump(data))
+
+
+@given(st.one_of(PY_VALUES, st.binary(max_size=100), st.text(max_size=100)))
+def test_parse_yaml_of_anything(value: Any) -> None:
+    """What the control API hands over as `yaml` may be any JSON value."""
+    judge_text(value)
 
 
 @given(st.one_of(PY_VALUES, st.text(max_size=200)))

@@ -88,11 +88,20 @@ class Engine:
             log.error(self.last_error)
             return
         try:
+            # A staging set a crash left behind would only confuse the first apply.
+            removed = ipsets.remove_staging_sets()
+            if removed:
+                log.warning("removed staging ipsets left behind: %s", ", ".join(removed))
+        except Exception:  # never a reason not to filter
+            log.exception("could not look for staging ipsets left behind")
+        try:
             # Saved knocks and proven senders go back in before the bridge forwards.
             self._put_in_force(config, before_forwarding=self._restore_state)
         except EngineError as exc:
             self.last_error = str(exc)
             log.error("filtering is NOT in place: %s", exc)
+            return
+        self._finish_restore(config)
 
     def _restore_state(self, config: Config, ruleset: Ruleset) -> None:
         if self.state is None:
@@ -103,11 +112,27 @@ class Engine:
             self.state.last_problem = f"saved state skipped: restoring it failed ({exc})"
             log.exception("restoring saved state failed")
 
+    def _finish_restore(self, config: Config) -> None:
+        """Proven senders that did not fit restore's time budget, now that the ports are open."""
+        if self.state is None:
+            return
+        try:
+            self.state.finish_restore(config)
+        except Exception as exc:
+            self.state.last_problem = f"saved state skipped in part: restoring proven senders failed ({exc})"
+            log.exception("restoring the remaining proven senders failed")
+
     def maintain(self) -> None:
-        """Periodic upkeep: extend long-lived proven senders and save the state."""
+        """Periodic upkeep: extend long-lived proven senders and save the state.
+
+        Only the references to the config in force are taken under the engine's lock:
+        the set dump and the file write (seconds at 262,144 proven senders) run outside
+        it, so the control API answers meanwhile. The StateKeeper keeps saves apart."""
         with self._lock:
-            if self.state is not None and self.config is not None and self.ruleset is not None:
-                self.state.maintain(self.config, _knock_lists(self.ruleset))
+            if self.state is None or self.config is None or self.ruleset is None:
+                return
+            config, knock_lists = self.config, _knock_lists(self.ruleset)
+        self.state.maintain(config, knock_lists)
 
     # ---- changes ------------------------------------------------------------------
 
@@ -371,60 +396,70 @@ class Engine:
             }
 
     def trusted(self) -> dict[str, Any]:
+        """Every proven sender: one bulk dump per family, without the engine's lock."""
         with self._lock:
-            if self.config is None or self.state is None:
-                return {"trusted": [], "enabled": False, "active": False, "lifetime": 0}
-            entries = [
-                {"address": address, "family": f"ipv{family}", "time_left": round(left)}
-                for family in self.config.families()
-                for address, left in self.state.trusted(self.config, family)
-            ]
-            trust = self.config.trust
-            return {
-                "trusted": entries,
-                "enabled": trust.enabled,
-                # Nolisting opens mx2 to all, so no trust rules are compiled there.
-                "active": trust.enabled and self.config.mode != "nolisting",
-                "lifetime": trust.lifetime,
-            }
+            config = self.config
+        if config is None or self.state is None:
+            return {"trusted": [], "enabled": False, "active": False, "lifetime": 0}
+        entries = [
+            {"address": address, "family": f"ipv{family}", "time_left": round(left)}
+            for family in config.families()
+            for address, left in self.state.trusted(config, family)
+        ]
+        trust = config.trust
+        return {
+            "trusted": entries,
+            "enabled": trust.enabled,
+            # Nolisting opens mx2 to all, so no trust rules are compiled there.
+            "active": trust.enabled and config.mode != "nolisting",
+            "lifetime": trust.lifetime,
+        }
 
     def change_trusted(self, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
         """Make addresses proven senders by hand (full lifetime), or forget them."""
         with self._lock:
             if self.config is None or self.state is None:
                 raise EngineError("no configuration yet: apply one first")
+            state = self.state
             families = self.config.families()
-            parsed = []
-            errors = []
-            # Entries are named as the whitelist's are: trusted[+i] added, trusted[-i] removed.
-            for verb, sign, items in (("add", "+", add), ("remove", "-", remove)):
-                for i, item in enumerate(items):
-                    try:
-                        address = proven_sender(item, families)
-                    except ValueError as exc:
-                        errors.append(FieldError(f"trusted[{sign}{i}]", str(exc)))
-                        continue
-                    net = ipaddress.ip_network(address)
-                    if verb == "remove" and str(net) not in (ipsets.members(set_name("trust", net.version)) or set()):
-                        errors.append(FieldError(f"trusted[{sign}{i}]", f"{address} is not a proven sender"))
-                    else:
-                        parsed.append((verb, net))
-            if errors:
-                raise ConfigError(errors)
             lifetime = self.config.trust.lifetime
-            now = time.time()
-            for verb, net in parsed:
-                name, address = set_name("trust", net.version), str(net.network_address)
-                book = self.state.books[net.version]
-                if verb == "add":
-                    timeout = min(lifetime, IPSET_MAX_TIMEOUT)
-                    ipsets.add(name, net.version, address, timeout)
-                    book.record_write(str(net), now + lifetime, now + timeout)
-                else:
-                    ipsets.delete(name, net.version, address)
-                    book.expires.pop(str(net), None)
-                    book.written.pop(str(net), None)
-            return self.trusted()
+
+            def change() -> None:
+                parsed = []
+                errors = []
+                members: dict[int, set[str]] = {}  # one dump per family, only if something is removed
+                # Entries are named as the whitelist's are: trusted[+i] added, trusted[-i] removed.
+                for verb, sign, items in (("add", "+", add), ("remove", "-", remove)):
+                    for i, item in enumerate(items):
+                        try:
+                            address = proven_sender(item, families)
+                        except ValueError as exc:
+                            errors.append(FieldError(f"trusted[{sign}{i}]", str(exc)))
+                            continue
+                        net = ipaddress.ip_network(address)
+                        if verb == "remove" and net.version not in members:
+                            members[net.version] = ipsets.members(set_name("trust", net.version)) or set()
+                        if verb == "remove" and str(net) not in members[net.version]:
+                            errors.append(FieldError(f"trusted[{sign}{i}]", f"{address} is not a proven sender"))
+                        else:
+                            parsed.append((verb, net))
+                if errors:
+                    raise ConfigError(errors)
+                now = time.time()
+                for verb, net in parsed:
+                    name, address = set_name("trust", net.version), str(net.network_address)
+                    book = state.books[net.version]
+                    if verb == "add":
+                        timeout = min(lifetime, IPSET_MAX_TIMEOUT)
+                        ipsets.add(name, net.version, address, timeout)
+                        book.record_write(str(net), now + lifetime, now + timeout)
+                    else:
+                        ipsets.delete(name, net.version, address)
+                        book.expires.pop(str(net), None)
+                        book.written.pop(str(net), None)
+
+            state.change(change)
+        return self.trusted()  # the full list: outside the engine's lock
 
     def refused(self) -> dict[str, Any]:
         """Who was refused at mx2 lately (the kernel keeps the newest per family)."""

@@ -160,3 +160,13 @@ def test_scoped_and_odd_addresses_in_the_file_are_refused() -> None:
         with pytest.raises(ValueError):
             state._address(bad, 6 if ":" in str(bad) else 4)
     assert state._address("2001:DB8:0:0::7", 6) == "2001:db8::7"
+
+
+def test_the_file_is_the_json_of_the_snapshot_written_in_pieces(tmp_path: Path) -> None:
+    trusted = {4: [(f"192.0.2.{i % 250}", NOW + i) for i in range(state.ENCODE_CHUNK + 7)], 6: []}
+    snap = state.Snapshot(saved_at=NOW, knocks={4: [("192.0.2.1", 1.5)]}, trusted=trusted)
+    state.write(tmp_path / "state.json", snap)
+    assert json.loads((tmp_path / "state.json").read_text()) == json.loads(json.dumps(snap.to_json()))
+    empty = state.Snapshot(saved_at=NOW)
+    state.write(tmp_path / "empty.json", empty)
+    assert state.read(tmp_path / "empty.json") == empty

@@ -5,7 +5,7 @@ packet sees either the old whitelist or the new one, never half of it. After the
 swap the temporary name holds the old contents: swapping again is the rollback.
 
 Anyone's `ipset list` holds each set it dumps, and meanwhile the kernel refuses to
-swap (EBUSY) or destroy (IPSET_ERR_BUSY) it: those steps retry with a bounded backoff,
+swap (EBUSY) or destroy (IPSET_ERR_BUSY) it: those steps retry for a bounded time,
 and a staging set (`<name>-new`) is never left behind, not even after a failure.
 """
 
@@ -32,13 +32,19 @@ log = logging.getLogger(__name__)
 ENOENT = 2
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 BUSY = {errno.EBUSY, ipset_bulk.IPSET_ERR_BUSY}
-# An admin's `ipset list` of a 50k set holds it for tens of milliseconds; a monitoring
-# loop leaves gaps between runs. 5 s of retries finds a gap without stalling an apply.
+# An `ipset list` holds each set while it dumps it (a 50k set: ~0.1 s); a monitoring loop
+# leaves gaps of a few milliseconds between sets and runs. Polling every 1-3 ms finds such
+# a gap (a backoff to 100s of ms missed them: 1 apply in 6 still failed); 5 s at most.
 BUSY_BUDGET = 5.0
+BUSY_POLL = (0.001, 0.003)
 STAGING_SUFFIX = "-new"
 OUR_PREFIX = "mxknock-"
 
 T = TypeVar("T")
+
+
+class SetBusyError(RuntimeError):
+    """Someone kept listing a set for the whole retry budget."""
 
 
 def _staging(name: str) -> str:
@@ -51,20 +57,30 @@ def _is_busy(exc: BaseException) -> bool:
 
 
 def retry_busy(step: Callable[[], T], what: str, budget: float = BUSY_BUDGET) -> T:
-    """Run `step`, again while the kernel says the set is busy (someone is listing it):
-    backoff from 5 ms doubling to 200 ms, with jitter so as not to stay in step with a
-    loop; after `budget` seconds the busy error goes to the caller."""
-    deadline = time.monotonic() + budget
-    delay = 0.005
+    """Run `step`, again while the kernel says the set is busy (someone is listing it),
+    polling every 1-3 ms (jittered, so as not to stay in step with a loop) for at most
+    `budget` seconds; then SetBusyError says what happened."""
+    started = time.monotonic()
+    tries = 0
     while True:
         try:
-            return step()
+            result = step()
         except (NetlinkError, OSError) as exc:
-            if not _is_busy(exc) or time.monotonic() + delay > deadline:
+            if not _is_busy(exc):
                 raise
-            log.info("ipset %s: set busy (someone is listing it), retrying", what)
-        time.sleep(delay * random.uniform(0.5, 1.5))
-        delay = min(delay * 2, 0.2)
+            if time.monotonic() - started > budget:
+                raise SetBusyError(
+                    f"ipset {what}: set busy for {budget:g} s (someone kept listing it, e.g. `ipset list` "
+                    "in a loop); nothing was changed, try again"
+                ) from exc
+            if tries == 0:
+                log.info("ipset %s: set busy (someone is listing it), retrying", what)
+            tries += 1
+            time.sleep(random.uniform(*BUSY_POLL))
+            continue
+        if tries:
+            log.info("ipset %s: done after %d busy retries (%.3f s)", what, tries, time.monotonic() - started)
+        return result
 
 
 def _create(ips: IPSetSocket, spec: IPSet, name: str, exclusive: bool = True) -> None:

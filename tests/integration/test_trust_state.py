@@ -209,3 +209,37 @@ def test_corrupt_state_file_is_reported_and_skipped(lab: Lab, appliance: Applian
     # The next save writes a good file again.
     assert appliance.stop(signal.SIGTERM) == 0
     assert saved_addresses(saved(appliance), "trusted") == {A.BOT_V4}
+
+
+def list_sources(lab: Lab, name: str) -> set[str]:
+    text = kernel_knocks(lab, name) or ""
+    return {canonical(line.split()[0].removeprefix("src=")) for line in text.splitlines() if line.startswith("src=")}
+
+
+def test_a_restart_with_a_full_knock_list_brings_back_no_evicted_knock(lab: Lab, appliance: Appliance) -> None:
+    """Issue 10, item 10: knocks evicted since the last save must not come back stamped "now"
+    and push out live ones; after a reboot the newest saved knocks return, at most a list's worth."""
+    appliance.start(config_text(window=WINDOW, trust={"enabled": False, "lifetime": LIFETIME}))
+    capacity = appliance.status()["knock_lists"][0]["capacity"]
+    sources = lab.add_bot_addresses(capacity + 30, 4)
+    first, late = sources[:capacity], sources[capacity:]
+    assert lab.connect_many("bot", [(s, A.MX1_V4, 25) for s in first]) == ["reset"] * capacity
+    assert appliance.stop(signal.SIGTERM) == 0  # saves a full list: `first`
+    assert saved_addresses(saved(appliance), "knocks") == set(first)
+    # While the daemon is down the kernel keeps filtering: 30 more knocks evict the 30 oldest.
+    assert lab.connect_many("bot", [(s, A.MX1_V4, 25) for s in late]) == ["reset"] * len(late)
+    before = list_sources(lab, "mxknock4-32")
+    assert before == set(first[len(late) :]) | set(late)
+
+    appliance.start()
+    assert list_sources(lab, "mxknock4-32") == before  # the kernel's list is the truth
+    assert lab.connect("bot", first[0], A.MX2_V4, 25) == "reset"  # evicted, and stays so
+    assert lab.connect("bot", late[-1], A.MX2_V4, 25) == "accepted"  # live knocks were not pushed out
+
+    # A reboot: the list is gone; the newest saved knocks come back, never more than it holds.
+    assert appliance.stop(signal.SIGTERM) == 0
+    newest = set(first[len(late) :]) | set(late)
+    assert saved_addresses(saved(appliance), "knocks") == newest
+    reboot(lab)
+    appliance.start()
+    assert list_sources(lab, "mxknock4-32") == newest

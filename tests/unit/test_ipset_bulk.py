@@ -120,3 +120,44 @@ def test_busy_keeps_its_code_for_retries() -> None:
 @pytest.mark.parametrize("bad", [b"", struct.pack("=HH", 2, 1)])
 def test_attribute_walk_stops_on_short_or_bad_lengths(bad: bytes) -> None:
     assert ipset_bulk._attrs(bad, 0, len(bad)) == []
+
+
+# ---- ipsets.retry_busy: someone's `ipset list` makes swap/destroy fail with "set busy" ----
+
+
+def test_busy_steps_are_retried_until_they_pass() -> None:
+    from pyroute2.ipset import _IPSetError
+
+    from appliance import ipsets
+
+    failures = [_IPSetError(errno.EBUSY, cmd=6), ipset_bulk.IPSetBulkError(ipset_bulk.IPSET_ERR_BUSY, "busy")]
+
+    def step() -> str:
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    assert ipsets.retry_busy(step, "swap x") == "done"
+    assert not failures
+
+
+def test_other_errors_are_not_retried_and_busy_gives_up_after_the_budget() -> None:
+    from pyroute2.ipset import _IPSetError
+
+    from appliance import ipsets
+
+    calls = []
+
+    def missing() -> None:
+        calls.append(1)
+        raise _IPSetError(errno.ENOENT, cmd=6)
+
+    with pytest.raises(_IPSetError):
+        ipsets.retry_busy(missing, "swap x")
+    assert len(calls) == 1
+
+    def always_busy() -> None:
+        raise _IPSetError(ipset_bulk.IPSET_ERR_BUSY, cmd=3)
+
+    with pytest.raises(ipsets.SetBusyError, match="destroy x: set busy"):
+        ipsets.retry_busy(always_busy, "destroy x", budget=0.05)

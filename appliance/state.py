@@ -270,7 +270,7 @@ class StateKeeper:
             book = self.books[family]
             book.observe(kernel, config.trust.lifetime, now)
             expires = book.expires
-            return [(_host(a), expires[a] - now) for a in sorted(kernel)]
+            return [(a.partition("/")[0], expires[a] - now) for a in sorted(kernel)]
 
     def change(self, step: Callable[[], None]) -> None:
         """Run a change of the kernel set and the books (trusted add/remove) so that the

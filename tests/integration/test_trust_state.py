@@ -243,3 +243,33 @@ def test_a_restart_with_a_full_knock_list_brings_back_no_evicted_knock(lab: Lab,
     reboot(lab)
     appliance.start()
     assert list_sources(lab, "mxknock4-32") == newest
+
+
+def test_state_warnings_clear_once_a_save_succeeds(lab: Lab, appliance: Appliance) -> None:
+    """Issue 10, items 14 and 7: a skipped saved state warns until the next good save (it used
+    to warn, and `status` exit 4, until the next restart); a failing save warns while it lasts."""
+    state_dir: Path = appliance.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "state.json").write_text("garbage{")
+    appliance.start(config_text(window=WINDOW), save_interval=1.0)
+    assert any(is_state_warning(w) for w in appliance.status()["warnings"])
+    wait_until(lambda: appliance.status()["health"] == "ok", timeout=10.0, what="the warning to clear")
+    assert appliance.cli("status").returncode == 0
+    assert saved(appliance)["version"] == 1  # a good file again
+
+    # The state directory becomes unwritable (here: a file in its place, as root ignores modes;
+    # a full disk fails the same way): status warns while saves fail...
+    moved = state_dir.with_name("state.moved")
+    state_dir.rename(moved)
+    state_dir.write_text("not a directory")
+    wait_until(
+        lambda: any("state not saved" in w for w in appliance.status()["warnings"]),
+        timeout=10.0,
+        what="a warning about failing saves",
+    )
+    assert appliance.status()["health"] == "warning"
+    assert appliance.cli("status").returncode == 4
+    # ...and not once they work again.
+    state_dir.unlink()
+    moved.rename(state_dir)
+    wait_until(lambda: appliance.status()["health"] == "ok", timeout=10.0, what="the save warning to clear")

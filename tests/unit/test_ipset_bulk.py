@@ -161,3 +161,50 @@ def test_other_errors_are_not_retried_and_busy_gives_up_after_the_budget() -> No
 
     with pytest.raises(ipsets.SetBusyError, match="destroy x: set busy"):
         ipsets.retry_busy(always_busy, "destroy x", budget=0.05)
+
+
+def adt_bounds(raw: bytes) -> tuple[int, int]:
+    """Where the ADT nest's payload is in a reply built by list_reply()."""
+    (_kind, start, end) = next(a for a in ipset_bulk._attrs(raw, 20, len(raw)) if a[0] == ipset_bulk.ATTR_ADT)
+    return start, end
+
+
+@pytest.mark.parametrize(
+    ("family", "members", "expected"),
+    [
+        (
+            socket.AF_INET,
+            [("192.0.2.7", None, 3599), ("198.51.100.9", None, 0)],
+            {"192.0.2.7/32": 3599, "198.51.100.9/32": 0},
+        ),
+        (
+            socket.AF_INET6,
+            [("2001:db8::7", None, 12), ("2001:db8::8", None, 2147483)],
+            {"2001:db8::7/128": 12, "2001:db8::8/128": 2147483},
+        ),
+        (
+            socket.AF_INET,
+            [("192.0.2.0", 24, None), ("198.51.100.0", 25, None)],
+            {"192.0.2.0/24": None, "198.51.100.0/25": None},
+        ),
+        (socket.AF_INET6, [("2001:db8:1::", 64, None)], {"2001:db8:1::/64": None}),
+    ],
+)
+def test_uniform_entries_take_the_fast_path_with_the_same_result(
+    family: int, members: list[tuple[str, int | None, int | None]], expected: dict[str, int | None]
+) -> None:
+    raw = list_reply(family, members)
+    fast: dict[str, int | None] = {}
+    assert ipset_bulk._parse_uniform(raw, *adt_bounds(raw), fast) is True
+    assert fast == expected
+    slow: dict[str, int | None] = {}
+    ipset_bulk._parse_list(raw, 20, len(raw), slow)
+    assert slow == expected
+
+
+def test_mixed_entries_fall_back_to_the_walk() -> None:
+    # Same length, different attributes (a timeout here, a CIDR there): the header check sees it.
+    raw = list_reply(socket.AF_INET, [("192.0.2.7", None, 3599), ("198.51.100.0", 24, None)])
+    found: dict[str, int | None] = {}
+    assert ipset_bulk._parse_uniform(raw, *adt_bounds(raw), found) is False
+    assert found == {}

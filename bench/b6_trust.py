@@ -86,8 +86,8 @@ def worker(n: int, reps: int) -> dict[str, Any]:
                 )
 
     addresses = _addresses(n)
-    out: dict[str, list[float]] = {k: [] for k in ("restore", "old restore per entry", "save", "old save",
-                                                   "list", "old list", "lock held")}  # fmt: skip
+    out: dict[str, list[float]] = {k: [] for k in ("before ports", "restore", "old restore per entry", "save",
+                                                   "old save", "list", "old list", "lock held")}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         now = time.time()
         snapshot = state.Snapshot(now, {}, {6: [(a, now + 3600 + i % 80000) for i, a in enumerate(addresses)]})
@@ -97,6 +97,7 @@ def worker(n: int, reps: int) -> dict[str, Any]:
             keeper = state.StateKeeper(Path(tmp))
             t0 = time.perf_counter()
             counts = keeper.restore(cfg, {})
+            out["before ports"].append(time.perf_counter() - t0)
             keeper.finish_restore(cfg)
             out["restore"].append(time.perf_counter() - t0)
             assert counts["trusted"] + counts["deferred"] == n, counts
@@ -161,11 +162,11 @@ def run(quick: bool = False) -> Section:
     listing, old_list = Spread.of(r["list"]), Spread.of(r["old list"])
     section.rows += [
         Row(
-            f"restore {n:,} saved proven senders (bulk, before the ports open)",
-            restore.fmt("s"),
+            f"restore {n:,} saved proven senders: all of it (bulk) / before the ports open",
+            f"{restore.fmt('s')} / {Spread.of(r['before ports']).fmt('s')}",
             f"{Spread.of(old_restore).fmt('s', digits=0)} one by one (scaled from {BASELINE_SAMPLE:,})",
             f"{Spread.of(old_restore).median / restore.median:.0f}× faster",
-            "< a few seconds",
+            "ports open within a few seconds",
         ),
         Row(
             f"save with {n:,} proven senders (dump, upkeep, write)",

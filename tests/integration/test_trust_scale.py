@@ -81,6 +81,16 @@ def test_one_prefix_earns_at_most_the_cap_and_the_rest_is_counted(lab: Lab, appl
     assert f'mxknock_connections_total{{kind="trust_capped",family="ipv6"}} {extra}' in scraped.stdout
 
 
+def slowest_status(appliance: Appliance, seconds: float) -> float:
+    slowest = 0.0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        appliance.client.call("status")
+        slowest = max(slowest, time.monotonic() - t0)
+    return slowest
+
+
 def _big_state(path_dir: object, count: int, extra_v4: list[str], extra_v6: list[str]) -> None:
     """A state file with `count` proven senders (IPv6, 2001:db8:5::/64) plus the given ones."""
     now = time.time()
@@ -102,18 +112,28 @@ def _big_state(path_dir: object, count: int, extra_v4: list[str], extra_v6: list
 
 
 def test_a_full_saved_trust_set_restores_within_seconds(lab: Lab, appliance: Appliance) -> None:
-    # The set's full size, split as it would be: proven senders of both families.
-    _big_state(appliance.state_dir, TRUST_SET_SIZE, [A.SENDER_V4], [A.BOT_V6])
     text = config_text(window=WINDOW, trust={"enabled": True, "lifetime": LIFETIME})
+    # The baseline: the same start with nothing saved, on the same (shared) machine.
     started = time.monotonic()
-    appliance.start(text)  # answers only once the engine has started (ports open)
+    appliance.start(text)
+    assert lab.connect("bot", A.BOT_V4, A.MX2_V4, 25) == "reset"  # forwarded (and refused), no knock recorded
+    baseline = time.monotonic() - started
+    assert appliance.stop(signal.SIGTERM) == 0
+
+    # The set's full size, proven senders of both families.
+    _big_state(appliance.state_dir, TRUST_SET_SIZE, [A.SENDER_V4], [A.BOT_V6])
+    started = time.monotonic()
+    appliance.start()  # answers only once the engine has started (ports open)
     # The bridge forwards and the restored proven senders pass without a knock.
     assert lab.connect("bot", A.BOT_V6, A.MX2_V6, 25) == "accepted"
     assert lab.connect("sender", A.SENDER_V4, A.MX2_V4, 25) == "accepted"
     forwarding_after = time.monotonic() - started
-    print(f"forwarding {forwarding_after:.2f} s after start with {TRUST_SET_SIZE} saved proven senders")
-    print(appliance.log())
-    assert forwarding_after < 10.0  # one by one this took about 6 minutes
+    print(
+        f"forwarding {forwarding_after:.2f} s after start with {TRUST_SET_SIZE} saved proven senders, "
+        f"{baseline:.2f} s with none"
+    )
+    # One by one this took about 6 minutes; the restore's budget before the ports open is 2 s.
+    assert forwarding_after < baseline + 5.0
     assert lab.connect("bot", A.BOT_V4, A.MX2_V4, 25) == "reset"  # and the others are still refused
     status = appliance.status()
     assert status["health"] == "ok", status
@@ -128,18 +148,16 @@ def test_a_full_saved_trust_set_restores_within_seconds(lab: Lab, appliance: App
     assert listing < 10.0
 
     # Saves (every second here) run outside the engine's lock: status answers meanwhile.
+    quiet = slowest_status(appliance, 3.0)  # no save due for a minute
     assert appliance.stop(signal.SIGTERM) == 0
     appliance.start(save_interval=1.0)
     saved_before = (appliance.state_dir / "state.json").stat().st_mtime
-    slowest = 0.0
-    deadline = time.monotonic() + 8.0
-    while time.monotonic() < deadline:
-        t0 = time.monotonic()
-        appliance.client.call("status")
-        slowest = max(slowest, time.monotonic() - t0)
+    slowest = slowest_status(appliance, 8.0)
     wait_until(lambda: (appliance.state_dir / "state.json").stat().st_mtime > saved_before, timeout=10.0, what="a save")
-    print(f"slowest status answer during saves of {TRUST_SET_SIZE}: {slowest:.2f} s")
-    assert slowest < 1.5
+    print(f"slowest status answer during saves of {TRUST_SET_SIZE}: {slowest:.2f} s, {quiet:.2f} s without")
+    # Held by the save, status would wait whole saves (14.6 s at 100,000 before); the save's
+    # Python work still shares the interpreter with the API's threads.
+    assert slowest < quiet + 1.0
     assert appliance.stop(signal.SIGTERM) == 0
     saved = json.loads((appliance.state_dir / "state.json").read_text())
     assert sum(len(v) for v in saved["trusted"].values()) == TRUST_SET_SIZE

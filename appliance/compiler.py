@@ -6,6 +6,7 @@ enter the bridge on its outside port. Its order is the design:
   0. trust: a connection we let through after a knock (connmark) that completes its
      handshake (its first ACK is the 2nd or 3rd packet from the client) makes its
      source a proven sender (ipset with timeouts). Spoofed SYNs never get that far.
+     A prefix earns at most TRUST_CAP_PER_HOUR new proven senders an hour (MXKNOCK-EARN).
   1. established/related: accept, so no session is cut when its window expires
   2. whitelist (ipset): accept to mx1 and mx2 without knocking
   3. extra knock ports on the mail server: record the knock, fall through
@@ -66,6 +67,7 @@ ROLE_OPEN = "open"
 ROLE_REFUSED = "refused"
 ROLE_TRUSTED = "trusted"
 ROLE_TRUST_EARNED = "trust-earned"
+ROLE_TRUST_CAPPED = "trust-capped"
 ROLE_PASS = "pass"
 ROLE_SSH = "management-ssh"
 ROLE_METRICS = "management-metrics"
@@ -81,6 +83,23 @@ CLEAR_MARK = "0x0/0x10000000"
 IPSET_MAX_TIMEOUT = 2147483
 TRUST_SET_SIZE = 262144
 MULTIPORT_MAX = 15
+
+# How many new proven senders one prefix can earn an hour (burst: all of them at once).
+# Whoever owns a prefix can complete handshakes from every address in it: one owner of an
+# IPv6 /64 made 4,987 addresses proven in 5 s. A connection over the cap is still let
+# through (it knocked) but earns nothing, so the cap costs a legitimate sender only a
+# knock next time; it stops one owner from filling the set (262,144) in minutes.
+# IPv4: /24, the smallest prefix routed on the Internet. IPv6: /48, not /64: a /64 is
+# what one host or LAN gets, but sites are delegated a /56 or /48 (RIPE-690), so a /64
+# cap would still hand the owner of one /48 65,536 caps an hour.
+# Big senders' pools (e.g. 250 MTAs in a /24) become proven over a few hours; refreshes
+# of senders already proven do not count against the cap.
+TRUST_CAP_PER_HOUR = 32
+TRUST_CAP_PREFIX = {4: 24, 6: 48}
+# The kernel's per-prefix table: idle entries leave after an hour (a full refill), and it
+# holds this many prefixes; a full table drops the packet (hashlimit's hotdrop), so it is
+# sized well above the prefixes that complete handshakes within an hour.
+TRUST_CAP_TABLE_MAX = 65536
 
 
 def knock_list_name(family: int, prefix: int) -> str:
@@ -269,7 +288,6 @@ def _compile_mail(config: Config, family: int) -> FamilyRuleset:
                     ),
                 ),
                 target=EARN_CHAIN,
-                role=ROLE_TRUST_EARNED,
             )
         )
     rules += [
@@ -321,10 +339,21 @@ def _compile_mail(config: Config, family: int) -> FamilyRuleset:
 
     if trust_on:
         rules += [
+            # Over the cap: clear the mark, so the next rule adds nothing. Only sources not yet
+            # proven take from the cap (the set match comes first and stops the evaluation).
             Rule(
                 chain=EARN_CHAIN,
+                matches=(Match("set", (("match-set", f"! {trust_set} src"),)), _trust_cap(family)),
+                target="CONNMARK",
+                target_options=(("set-xmark", CLEAR_MARK),),
+                role=ROLE_TRUST_CAPPED,
+            ),
+            Rule(
+                chain=EARN_CHAIN,
+                matches=(Match("connmark", (("mark", EARNED_MARK),)),),
                 target="SET",
                 target_options=(("add-set", f"{trust_set} src"), ("exist", None), ("timeout", str(trust_timeout))),
+                role=ROLE_TRUST_EARNED,
             ),
             # Clear the mark: one connection earns (and counts) once, the next refreshes.
             Rule(chain=EARN_CHAIN, target="CONNMARK", target_options=(("set-xmark", CLEAR_MARK),)),
@@ -338,6 +367,23 @@ def _compile_mail(config: Config, family: int) -> FamilyRuleset:
         IPSet(trust_set, family, (), kind="hash:ip", maxelem=TRUST_SET_SIZE, keep=True, timeout=trust_timeout),
     )
     return FamilyRuleset(family=family, rules=tuple(rules), sets=sets, knock_list=knock_list)
+
+
+def _trust_cap(family: int) -> Match:
+    """Matches once the source's prefix has earned its TRUST_CAP_PER_HOUR this hour."""
+    # In iptables-save's order, so `mxknock rules` prints what the kernel shows. Idle entries
+    # expire after hashlimit's default for a /hour rate, one hour (netfilter.to_iptc sets it).
+    return Match(
+        "hashlimit",
+        (
+            ("hashlimit-above", f"{TRUST_CAP_PER_HOUR}/hour"),
+            ("hashlimit-burst", str(TRUST_CAP_PER_HOUR)),
+            ("hashlimit-mode", "srcip"),
+            ("hashlimit-name", f"mxknock-earn{family}"),  # 15 characters at most
+            ("hashlimit-htable-max", str(TRUST_CAP_TABLE_MAX)),
+            ("hashlimit-srcmask", str(TRUST_CAP_PREFIX[family])),
+        ),
+    )
 
 
 def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

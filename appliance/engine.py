@@ -84,6 +84,13 @@ class Engine:
         """Load the file and put it in force; without a usable one, fall back to the last good
         config if there is one, else stay closed and say why. Never raises: the daemon stays up."""
         remove_staged(self.config_path)  # of a change that was waiting for confirmation when we stopped
+        try:
+            # A staging set a crash left behind would only confuse the first apply.
+            removed = ipsets.remove_staging_sets()
+            if removed:
+                log.warning("removed staging ipsets left behind: %s", ", ".join(removed))
+        except Exception:  # never a reason not to filter
+            log.exception("could not look for staging ipsets left behind")
         if not self.config_path.exists():
             self.last_error = f"no config at {self.config_path}: the bridge stays closed until one is applied"
             log.warning(self.last_error)
@@ -104,6 +111,7 @@ class Engine:
             self.last_error = str(exc)
             log.error("filtering is NOT in place: %s", exc)
             return
+        self._finish_restore(config)
         self._remember_good(text)
 
     def _start_from_last_good(self, problem: str) -> None:
@@ -120,6 +128,7 @@ class Engine:
             self.last_error = f"{why}, and the last good config failed too: {apply_exc}"
             log.error("filtering is NOT in place: %s", self.last_error)
             return
+        self._finish_restore(config)
         self.file_problem = (
             f"{why}; filtering with the last good config ({self.last_good_path}) meanwhile:"
             " fix the file and `mxknock reload`"
@@ -144,11 +153,27 @@ class Engine:
             self.state.last_problem = f"saved state skipped: restoring it failed ({exc})"
             log.exception("restoring saved state failed")
 
+    def _finish_restore(self, config: Config) -> None:
+        """Proven senders that did not fit restore's time budget, now that the ports are open."""
+        if self.state is None:
+            return
+        try:
+            self.state.finish_restore(config)
+        except Exception as exc:
+            self.state.last_problem = f"saved state skipped in part: restoring proven senders failed ({exc})"
+            log.exception("restoring the remaining proven senders failed")
+
     def maintain(self) -> None:
-        """Periodic upkeep: extend long-lived proven senders and save the state."""
+        """Periodic upkeep: extend long-lived proven senders and save the state.
+
+        Only the references to the config in force are taken under the engine's lock:
+        the set dump and the file write (seconds at 262,144 proven senders) run outside
+        it, so the control API answers meanwhile. The StateKeeper keeps saves apart."""
         with self._lock:
-            if self.state is not None and self.config is not None and self.ruleset is not None:
-                self.state.maintain(self.config, _knock_lists(self.ruleset))
+            if self.state is None or self.config is None or self.ruleset is None:
+                return
+            config, knock_lists = self.config, _knock_lists(self.ruleset)
+        self.state.maintain(config, knock_lists)
 
     # ---- changes ------------------------------------------------------------------
 
@@ -457,60 +482,70 @@ class Engine:
             }
 
     def trusted(self) -> dict[str, Any]:
+        """Every proven sender: one bulk dump per family, without the engine's lock."""
         with self._lock:
-            if self.config is None or self.state is None:
-                return {"trusted": [], "enabled": False, "active": False, "lifetime": 0}
-            entries = [
-                {"address": address, "family": f"ipv{family}", "time_left": round(left)}
-                for family in self.config.families()
-                for address, left in self.state.trusted(self.config, family)
-            ]
-            trust = self.config.trust
-            return {
-                "trusted": entries,
-                "enabled": trust.enabled,
-                # Nolisting opens mx2 to all, so no trust rules are compiled there.
-                "active": trust.enabled and self.config.mode != "nolisting",
-                "lifetime": trust.lifetime,
-            }
+            config = self.config
+        if config is None or self.state is None:
+            return {"trusted": [], "enabled": False, "active": False, "lifetime": 0}
+        entries = [
+            {"address": address, "family": f"ipv{family}", "time_left": round(left)}
+            for family in config.families()
+            for address, left in self.state.trusted(config, family)
+        ]
+        trust = config.trust
+        return {
+            "trusted": entries,
+            "enabled": trust.enabled,
+            # Nolisting opens mx2 to all, so no trust rules are compiled there.
+            "active": trust.enabled and config.mode != "nolisting",
+            "lifetime": trust.lifetime,
+        }
 
     def change_trusted(self, add: list[str] = (), remove: list[str] = ()) -> dict[str, Any]:
         """Make addresses proven senders by hand (full lifetime), or forget them."""
         with self._lock:
             if self.config is None or self.state is None:
                 raise EngineError("no configuration yet: apply one first")
+            state = self.state
             families = self.config.families()
-            parsed = []
-            errors = []
-            # Entries are named as the whitelist's are: trusted[+i] added, trusted[-i] removed.
-            for verb, sign, items in (("add", "+", add), ("remove", "-", remove)):
-                for i, item in enumerate(items):
-                    try:
-                        address = proven_sender(item, families)
-                    except ValueError as exc:
-                        errors.append(FieldError(f"trusted[{sign}{i}]", str(exc)))
-                        continue
-                    net = ipaddress.ip_network(address)
-                    if verb == "remove" and str(net) not in (ipsets.members(set_name("trust", net.version)) or set()):
-                        errors.append(FieldError(f"trusted[{sign}{i}]", f"{address} is not a proven sender"))
-                    else:
-                        parsed.append((verb, net))
-            if errors:
-                raise ConfigError(errors)
             lifetime = self.config.trust.lifetime
-            now = time.time()
-            for verb, net in parsed:
-                name, address = set_name("trust", net.version), str(net.network_address)
-                book = self.state.books[net.version]
-                if verb == "add":
-                    timeout = min(lifetime, IPSET_MAX_TIMEOUT)
-                    ipsets.add(name, net.version, address, timeout)
-                    book.record_write(str(net), now + lifetime, now + timeout)
-                else:
-                    ipsets.delete(name, net.version, address)
-                    book.expires.pop(str(net), None)
-                    book.written.pop(str(net), None)
-            return self.trusted()
+
+            def change() -> None:
+                parsed = []
+                errors = []
+                members: dict[int, set[str]] = {}  # one dump per family, only if something is removed
+                # Entries are named as the whitelist's are: trusted[+i] added, trusted[-i] removed.
+                for verb, sign, items in (("add", "+", add), ("remove", "-", remove)):
+                    for i, item in enumerate(items):
+                        try:
+                            address = proven_sender(item, families)
+                        except ValueError as exc:
+                            errors.append(FieldError(f"trusted[{sign}{i}]", str(exc)))
+                            continue
+                        net = ipaddress.ip_network(address)
+                        if verb == "remove" and net.version not in members:
+                            members[net.version] = ipsets.members(set_name("trust", net.version)) or set()
+                        if verb == "remove" and str(net) not in members[net.version]:
+                            errors.append(FieldError(f"trusted[{sign}{i}]", f"{address} is not a proven sender"))
+                        else:
+                            parsed.append((verb, net))
+                if errors:
+                    raise ConfigError(errors)
+                now = time.time()
+                for verb, net in parsed:
+                    name, address = set_name("trust", net.version), str(net.network_address)
+                    book = state.books[net.version]
+                    if verb == "add":
+                        timeout = min(lifetime, IPSET_MAX_TIMEOUT)
+                        ipsets.add(name, net.version, address, timeout)
+                        book.record_write(str(net), now + lifetime, now + timeout)
+                    else:
+                        ipsets.delete(name, net.version, address)
+                        book.expires.pop(str(net), None)
+                        book.written.pop(str(net), None)
+
+            state.change(change)
+        return self.trusted()  # the full list: outside the engine's lock
 
     def refused(self) -> dict[str, Any]:
         """Who was refused at mx2 lately (the kernel keeps the newest per family)."""

@@ -29,6 +29,7 @@ COUNTER_KINDS = {
     "open": "let through without a knock",
     "trusted": "let through as proven senders",
     "trust_earned": "handshakes that earned trust",
+    "trust_capped": "handshakes that earned no trust: their prefix was over the per-prefix cap",
 }
 
 Labels = Mapping[str, Any]

@@ -9,6 +9,7 @@ the built-in chains (FORWARD, INPUT; raw PREROUTING) are touched.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import logging
 import threading
@@ -34,6 +35,23 @@ _lock = threading.RLock()
 TABLES = ("filter", "raw")
 for _table_class in (iptc.Table, iptc.Table6):
     _table_class.existing_table_names.update({t: False for t in _table_class.ALL if t not in TABLES})
+
+
+def _reset_keeping_udata(match: iptc.Match) -> None:
+    """python-iptables 1.2.0 gives an extension its scratch buffer (udata) from a local
+    that is freed when reset() returns: hashlimit parses its rate into that freed memory,
+    and its final check sets the table's expiry from it (we saw 771394432 ms, and an IPv6
+    commit refused with EINVAL). Keep the buffer alive with the match."""
+    _original_reset(match)
+    size = getattr(match._module, "udata_size", 0)
+    if size > 0:
+        buffer = (ctypes.c_ubyte * size)()
+        match._udata_buffer = buffer
+        match._module.udata = ctypes.cast(ctypes.byref(buffer), ctypes.c_void_p)
+
+
+_original_reset = iptc.Match.reset
+iptc.Match.reset = _reset_keeping_udata
 
 FailureHook = Callable[[str], None]
 
@@ -71,11 +89,29 @@ def to_iptc(rule: Rule, family: int) -> iptc.Rule | iptc.Rule6:
         for key, value in match.options:
             # set_parameter, not attributes: option names like "name" clash with attributes.
             m.set_parameter(key, _argv(key, value))
+        if match.name == "hashlimit":
+            _hashlimit_expire(m, dict(match.options))
     target = iptc.Target(out, rule.target)
     for key, value in rule.target_options:
         target.set_parameter(key, _argv(key, value))
     out.target = target
     return out
+
+
+HASHLIMIT_UNIT_MS = {"sec": 1000, "second": 1000, "min": 60000, "minute": 60000, "hour": 3600000, "day": 86400000}
+
+
+def _hashlimit_expire(match: iptc.Match, options: dict[str, str | None]) -> None:
+    """python-iptables re-parses a match from its printed options just before the commit,
+    and hashlimit prints an unset expiry as 0, which the kernel refuses (EINVAL). Set
+    hashlimit's own default, one interval of the rate, unless the rule gives one: the
+    kernel then holds, and iptables-save prints, exactly what the iptables command makes."""
+    if "hashlimit-htable-expire" in options:
+        return
+    rate = options.get("hashlimit-above") or options.get("hashlimit-upto") or ""
+    unit = rate.partition("/")[2]
+    if unit in HASHLIMIT_UNIT_MS:
+        match.set_parameter("hashlimit-htable-expire", str(HASHLIMIT_UNIT_MS[unit]))
 
 
 def _address(text: str | None) -> str | None:

@@ -170,6 +170,9 @@ class Ruleset:
 def _render_options(options: Options) -> list[str]:
     parts = []
     for key, value in options:
+        if value is not None and value.startswith("! "):  # negated: iptables writes "! --key value"
+            parts += ["!", f"--{key}", value[2:]]
+            continue
         parts.append(f"--{key}")
         if value is not None:
             # iptables-save quotes comments; quoting keeps this text valid input for iptables-restore.

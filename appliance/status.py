@@ -25,6 +25,7 @@ COUNTERS = {
     "open": (compiler.ROLE_OPEN,),
     "trusted": (compiler.ROLE_TRUSTED,),
     "trust_earned": (compiler.ROLE_TRUST_EARNED,),
+    "trust_capped": (compiler.ROLE_TRUST_CAPPED,),
 }
 COUNTER_LABELS = {
     "knocks": "knocks recorded",
@@ -34,6 +35,7 @@ COUNTER_LABELS = {
     "open": "let through without a knock",
     "trusted": "let through as proven senders",
     "trust_earned": "handshakes that earned trust",
+    "trust_capped": "trust refused by the per-prefix cap",
 }
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"

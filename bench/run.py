@@ -24,6 +24,7 @@ MODULES = {
     3: "bench.b3_apply",
     4: "bench.b4_knocklist",
     5: "bench.b5_footprint",
+    6: "bench.b6_trust",
 }
 RESULTS = Path(__file__).with_name("results.md")
 

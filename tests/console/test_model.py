@@ -294,3 +294,15 @@ def test_the_edit_form_keeps_the_management_section():
     data = form.candidate(MANAGED, {**GOOD, "window": "600"})
     assert data["management"] == MANAGED["management"]
     assert form.judge(MANAGED, {**GOOD, "window": "600"}, form.EDIT_FIELDS).config.management is not None
+
+
+def test_the_trust_cap_row_shows_only_while_the_cap_refuses_someone():
+    from tui.widgets.panels import counter_rows
+
+    quiet = {"trust_capped": {"total": 0, "ipv4": 0, "ipv6": 0}, "knocks": {"total": 5}}
+    assert "trust refused by the per-prefix cap" not in [label for label, _, _ in counter_rows(quiet)]
+    assert "trust refused by the per-prefix cap" not in [label for label, _, _ in counter_rows({})]
+    attacked = {**quiet, "trust_capped": {"total": 8, "ipv4": 8, "ipv6": 0}}
+    rows = counter_rows(attacked)
+    assert ("trust refused by the per-prefix cap", attacked["trust_capped"], "trust_capped") in rows
+    assert [key for _, _, key in rows][-1] == "trust_capped"  # in the status' order, last

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import yaml
 
 from tests.lab import Lab
@@ -65,3 +70,42 @@ def test_whitelisted_networks(lab: Lab, appliance: Appliance) -> None:
     removed = appliance.cli("whitelist", "remove", "198.51.100.0/24", "2001:db8:b07::/64")
     assert removed.returncode == 0, removed.stderr
     assert lab.connect_many("bot", targets) == ["reset"] * 4
+
+
+def _whitelist(tag: int, n: int) -> list[str]:
+    return [f"2001:db8:{tag:x}:{i:x}::/64" for i in range(n)]
+
+
+def test_applies_succeed_while_an_admin_lists_the_sets(lab: Lab, appliance: Appliance) -> None:
+    """Issue 10, item 6: `ipset list` holds each set while it dumps it, and the kernel then
+    refuses to swap or destroy it ("set busy"). Applies retry; no staging set is left."""
+    size = 50_000
+    texts = [config_text(window=600, trust=NO_TRUST, whitelist=_whitelist(tag, size)) for tag in (0xA, 0xB)]
+    appliance.start(texts[0])
+    lister = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns("fw"), "sh", "-c", "while :; do ipset list >/dev/null 2>&1; done"],
+        start_new_session=True,
+    )
+    try:
+        time.sleep(0.5)
+        for i in range(6):
+            done = appliance.apply(texts[(i + 1) % 2])
+            assert done.returncode == 0, (i, done.stdout, done.stderr)
+    finally:
+        os.killpg(lister.pid, signal.SIGTERM)
+        lister.wait(timeout=10)
+    names = lab.exec("fw", ["ipset", "list", "-n"]).stdout.split()
+    assert not [n for n in names if n.endswith("-new")], names
+    status = appliance.status()
+    assert status["filtering_verified"] is True, status
+    # The last apply is in force: its networks pass, the other's do not.
+    assert "2001:db8:a::/64" in appliance.client.call("whitelist_list")["whitelist"]
+
+
+def test_a_staging_set_left_behind_is_removed_at_start(lab: Lab, appliance: Appliance) -> None:
+    lab.exec("fw", ["ipset", "create", "mxknock-allow4-new", "hash:net"])
+    lab.exec("fw", ["ipset", "create", "someone-elses-new", "hash:net"])
+    appliance.start(config_text(window=600, trust=NO_TRUST))
+    names = lab.exec("fw", ["ipset", "list", "-n"]).stdout.split()
+    assert "mxknock-allow4-new" not in names
+    assert "someone-elses-new" in names  # not ours: left alone

@@ -209,3 +209,67 @@ def test_corrupt_state_file_is_reported_and_skipped(lab: Lab, appliance: Applian
     # The next save writes a good file again.
     assert appliance.stop(signal.SIGTERM) == 0
     assert saved_addresses(saved(appliance), "trusted") == {A.BOT_V4}
+
+
+def list_sources(lab: Lab, name: str) -> set[str]:
+    text = kernel_knocks(lab, name) or ""
+    return {canonical(line.split()[0].removeprefix("src=")) for line in text.splitlines() if line.startswith("src=")}
+
+
+def test_a_restart_with_a_full_knock_list_brings_back_no_evicted_knock(lab: Lab, appliance: Appliance) -> None:
+    """Issue 10, item 10: knocks evicted since the last save must not come back stamped "now"
+    and push out live ones; after a reboot the newest saved knocks return, at most a list's worth."""
+    appliance.start(config_text(window=WINDOW, trust={"enabled": False, "lifetime": LIFETIME}))
+    capacity = appliance.status()["knock_lists"][0]["capacity"]
+    sources = lab.add_bot_addresses(capacity + 30, 4)
+    first, late = sources[:capacity], sources[capacity:]
+    assert lab.connect_many("bot", [(s, A.MX1_V4, 25) for s in first]) == ["reset"] * capacity
+    assert appliance.stop(signal.SIGTERM) == 0  # saves a full list: `first`
+    assert saved_addresses(saved(appliance), "knocks") == set(first)
+    # While the daemon is down the kernel keeps filtering: 30 more knocks evict the 30 oldest.
+    assert lab.connect_many("bot", [(s, A.MX1_V4, 25) for s in late]) == ["reset"] * len(late)
+    before = list_sources(lab, "mxknock4-32")
+    assert before == set(first[len(late) :]) | set(late)
+
+    appliance.start()
+    assert list_sources(lab, "mxknock4-32") == before  # the kernel's list is the truth
+    assert lab.connect("bot", first[0], A.MX2_V4, 25) == "reset"  # evicted, and stays so
+    assert lab.connect("bot", late[-1], A.MX2_V4, 25) == "accepted"  # live knocks were not pushed out
+
+    # A reboot: the list is gone; the newest saved knocks come back, never more than it holds.
+    assert appliance.stop(signal.SIGTERM) == 0
+    newest = set(first[len(late) :]) | set(late)
+    assert saved_addresses(saved(appliance), "knocks") == newest
+    reboot(lab)
+    appliance.start()
+    assert list_sources(lab, "mxknock4-32") == newest
+
+
+def test_state_warnings_clear_once_a_save_succeeds(lab: Lab, appliance: Appliance) -> None:
+    """Issue 10, items 14 and 7: a skipped saved state warns until the next good save (it used
+    to warn, and `status` exit 4, until the next restart); a failing save warns while it lasts."""
+    state_dir: Path = appliance.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "state.json").write_text("garbage{")
+    appliance.start(config_text(window=WINDOW), save_interval=1.0)
+    assert any(is_state_warning(w) for w in appliance.status()["warnings"])
+    wait_until(lambda: appliance.status()["health"] == "ok", timeout=10.0, what="the warning to clear")
+    assert appliance.cli("status").returncode == 0
+    assert saved(appliance)["version"] == 1  # a good file again
+
+    # The state directory becomes unwritable (here: a file in its place, as root ignores modes;
+    # a full disk fails the same way): status warns while saves fail...
+    moved = state_dir.with_name("state.moved")
+    state_dir.rename(moved)
+    state_dir.write_text("not a directory")
+    wait_until(
+        lambda: any("state not saved" in w for w in appliance.status()["warnings"]),
+        timeout=10.0,
+        what="a warning about failing saves",
+    )
+    assert appliance.status()["health"] == "warning"
+    assert appliance.cli("status").returncode == 4
+    # ...and not once they work again.
+    state_dir.unlink()
+    moved.rename(state_dir)
+    wait_until(lambda: appliance.status()["health"] == "ok", timeout=10.0, what="the save warning to clear")

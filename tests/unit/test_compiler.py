@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from appliance import compiler, config
-from appliance.ruleset import CHAIN, INPUT_CHAIN, PASS_CHAIN, RAW_CHAIN, Match, Rule
+from appliance.ruleset import CHAIN, EARN_CHAIN, INPUT_CHAIN, PASS_CHAIN, RAW_CHAIN, Match, Rule
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -119,7 +119,7 @@ def roles(rules: list[Rule]) -> list[str | None]:
 
 def test_unlisting_order():
     assert roles(chain("unlisting", 4)) == [
-        "trust-earned",
+        None,  # the jump to MXKNOCK-EARN: its SET rule counts what earned trust, not the jump
         "established",
         "whitelist",
         "whitelist",
@@ -164,7 +164,7 @@ def earning(name: str, family: int, **changes: Any) -> tuple[Rule, str]:
     itself if it is a SET, else the chain it jumps to)."""
     cfg = config.with_changes(build(name), **changes) if changes else build(name)
     fam = compiler.compile_config(cfg).family(family)
-    earned = next(r for r in fam.chain_rules(CHAIN) if r.role == "trust-earned")
+    earned = next(r for r in fam.chain_rules(CHAIN) if r.target in ("SET", EARN_CHAIN))
     action = [earned] if earned.target == "SET" else list(fam.chain_rules(earned.target))
     return earned, "\n".join(r.render() for r in action)
 
@@ -217,7 +217,7 @@ def test_nolisting_resets_mx1_and_opens_mx2():
 def test_selective_selected_sources_get_unlisting_others_open():
     rules = chain("selective", 4)
     assert roles(rules) == [
-        "trust-earned",
+        None,
         "established",
         "whitelist",
         "whitelist",
@@ -346,7 +346,7 @@ def test_established_is_first_in_our_chain(name: str):
         assert rules[at].target == "ACCEPT"
         assert "--ctstate RELATED,ESTABLISHED" in rules[at].render()
         assert all(non_terminating(r, fam) for r in rules[:at]), [r.render() for r in rules[:at]]
-        assert [r.role for r in rules[:at]] in ([], ["trust-earned"])
+        assert [r.target for r in rules[:at]] in ([], [EARN_CHAIN])
         if not build(name).trust.enabled or build(name).mode == "nolisting":
             assert at == 0
 
@@ -587,3 +587,31 @@ def test_management_address_stays_tracked_for_the_replies_input_accepts():
     assert Rule(chain=RAW_CHAIN, dst="fe80::/10", target="RETURN") in v6
     assert not any(r.dst and r.dst.startswith("fe80") for r in v4)
     assert not any(r.dst in ("192.0.2.5/32", "2001:db8::5/128") for r in raw("unlisting", 4) + raw("unlisting", 6))
+
+
+# ---- issue 10: a prefix earns at most TRUST_CAP_PER_HOUR proven senders an hour -------------
+
+
+@pytest.mark.parametrize(("family", "prefix"), [(4, 24), (6, 48)])
+def test_trust_cap_per_prefix_comes_before_the_set_and_counts_what_it_refused(family: int, prefix: int):
+    rules = chain("unlisting", family, EARN_CHAIN)
+    assert [r.role for r in rules] == ["trust-capped", "trust-earned", None]
+    capped, earn, clear = rules
+    text = capped.render()
+    # Only sources not yet proven take from the cap, and the set match comes first.
+    assert text.index(f"! --match-set mxknock-trust{family} src") < text.index("-m hashlimit")
+    cap = compiler.TRUST_CAP_PER_HOUR
+    assert f"--hashlimit-above {cap}/hour --hashlimit-burst {cap} --hashlimit-mode srcip" in text
+    assert f"--hashlimit-srcmask {prefix} " in text
+    assert f"--hashlimit-name mxknock-earn{family}" in text
+    # Over the cap: the mark is cleared (still let through: it knocked), so nothing is added.
+    assert (capped.target, capped.target_options) == ("CONNMARK", (("set-xmark", compiler.CLEAR_MARK),))
+    assert earn.target == "SET" and f"--mark {compiler.EARNED_MARK}" in earn.render()
+    assert clear.target == "CONNMARK"
+
+
+def test_hashlimit_names_fit_the_kernel():
+    for family in (4, 6):
+        capped = chain("unlisting", family, EARN_CHAIN)[0]
+        (hashlimit,) = [m for m in capped.matches if m.name == "hashlimit"]
+        assert len(dict(hashlimit.options)["hashlimit-name"]) <= 15  # IFNAMSIZ - 1

@@ -93,3 +93,80 @@ def test_corrupt_files_raise_state_error(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(state.StateError):
         state.read(path)
+
+
+# ---- issue 10, item 10: which saved knocks go back --------------------------------------
+
+WINDOW = 600
+
+
+def test_knocks_restore_into_an_empty_list_oldest_first_only_inside_the_window() -> None:
+    saved = [("192.0.2.1", 10.0), ("192.0.2.2", 500.0), ("192.0.2.3", 200.0), ("192.0.2.4", 590.0)]
+    # 20 s since the save: .4 (590 + 20) has left its window, the others have not.
+    write, expired = state.knocks_to_restore(saved, set(), capacity=100, window=WINDOW, elapsed=20.0)
+    assert write == ["192.0.2.2", "192.0.2.3", "192.0.2.1"]  # the newest is written last: newest
+    assert expired == 1
+
+
+def test_knocks_restore_never_more_than_the_list_holds_and_the_newest_win() -> None:
+    saved = [(f"192.0.2.{i}", float(i)) for i in range(1, 11)]  # .1 is the newest
+    write, expired = state.knocks_to_restore(saved, set(), capacity=3, window=WINDOW, elapsed=0.0)
+    assert write == ["192.0.2.3", "192.0.2.2", "192.0.2.1"]
+    assert expired == 0
+
+
+def test_a_list_the_kernel_kept_is_the_truth_after_a_daemon_restart() -> None:
+    # The kernel kept its list (it holds entries): a saved knock it no longer holds was evicted
+    # since the save; written back it would be stamped "now" and push out a live knock.
+    saved = [("192.0.2.1", 10.0), ("192.0.2.2", 20.0)]
+    write, expired = state.knocks_to_restore(saved, {"192.0.2.1", "198.51.100.9"}, 100, WINDOW, 5.0)
+    assert write == [] and expired == 0
+
+
+def test_knocks_restore_with_no_room_writes_nothing() -> None:
+    assert state.knocks_to_restore([("192.0.2.1", 1.0)], set(), 0, WINDOW, 0.0) == ([], 0)
+
+
+# ---- issue 10, item 14: the state warning clears; failed saves warn ------------------------
+
+
+def _snapshot() -> state.Snapshot:
+    return state.Snapshot(saved_at=NOW, knocks={4: []}, trusted={4: [("192.0.2.7", NOW + DAY)]})
+
+
+def test_a_skipped_state_warning_clears_on_the_next_successful_save(tmp_path: Path) -> None:
+    (tmp_path / state.FILE_NAME).write_text("garbage{")
+    keeper = state.StateKeeper(tmp_path)
+    keeper.restore_problem = "saved state skipped: garbage"
+    assert keeper.last_problem == "saved state skipped: garbage"
+    keeper._write(_snapshot())
+    assert keeper.last_problem is None
+    assert state.read(tmp_path / state.FILE_NAME) == _snapshot()
+
+
+def test_a_failed_save_warns_until_a_save_succeeds(tmp_path: Path) -> None:
+    keeper = state.StateKeeper(tmp_path / "state")
+    (tmp_path / "state").write_text("a file where the directory should be")  # writes fail (ENOTDIR / EEXIST)
+    with pytest.raises(OSError):
+        keeper._write(_snapshot())
+    assert keeper.last_problem is not None and "state not saved" in keeper.last_problem
+    (tmp_path / "state").unlink()
+    keeper._write(_snapshot())
+    assert keeper.last_problem is None
+
+
+def test_scoped_and_odd_addresses_in_the_file_are_refused() -> None:
+    for bad in ("2001:db8::1%eth0", "192.0.2.1/32", "192.0.2.300", 17):
+        with pytest.raises(ValueError):
+            state._address(bad, 6 if ":" in str(bad) else 4)
+    assert state._address("2001:DB8:0:0::7", 6) == "2001:db8::7"
+
+
+def test_the_file_is_the_json_of_the_snapshot_written_in_pieces(tmp_path: Path) -> None:
+    trusted = {4: [(f"192.0.2.{i % 250}", NOW + i) for i in range(state.ENCODE_CHUNK + 7)], 6: []}
+    snap = state.Snapshot(saved_at=NOW, knocks={4: [("192.0.2.1", 1.5)]}, trusted=trusted)
+    state.write(tmp_path / "state.json", snap)
+    assert json.loads((tmp_path / "state.json").read_text()) == json.loads(json.dumps(snap.to_json()))
+    empty = state.Snapshot(saved_at=NOW)
+    state.write(tmp_path / "empty.json", empty)
+    assert state.read(tmp_path / "empty.json") == empty

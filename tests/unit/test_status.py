@@ -41,7 +41,15 @@ def test_counters_sum_per_meaning_and_family():
 
 def test_counters_ignore_jump_established_and_unlabelled_rules():
     # Every rule not named below counts 1000: none of them may leak into a counter.
-    named = {"knock": 0, "after-knock": 0, "whitelist": 0, "refused": 0, "trusted": 0, "trust-earned": 0}
+    named = {
+        "knock": 0,
+        "after-knock": 0,
+        "whitelist": 0,
+        "refused": 0,
+        "trusted": 0,
+        "trust-earned": 0,
+        "trust-capped": 0,
+    }
     result = status.counters([kernel_family(4, named)])
     assert all(v == {"ipv4": 0, "total": 0} for v in result.values()), result
 

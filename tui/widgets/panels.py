@@ -76,7 +76,6 @@ class BridgePanel(Static):
             line.append(f" {fmt.port_state(port)}   ", style="green" if ok else "red")
         line.append("forwarding ")
         line.append("yes" if bridge["forwarding"] else "NO", style="green" if bridge["forwarding"] else "bold red")
-        line.append_text(conntrack_text(snapshot.status.get("conntrack")))
         verified = snapshot.status["filtering_verified"]
         line.append("\nfiltering in the path: ")
         line.append("VERIFIED" if verified else "NOT VERIFIED", style="bold green" if verified else "bold red")
@@ -95,8 +94,9 @@ def conntrack_text(conntrack: dict[str, Any] | None) -> Text:
     if fill is None:
         return Text()
     style = "bold red" if fill >= CONNTRACK_CRITICAL else "bold yellow" if fill >= CONNTRACK_WARNING else "green"
-    text = Text("   conntrack ")
+    text = Text("conntrack ")
     text.append(fmt.percent(fill), style=style)
+    text.append(" full")
     return text
 
 
@@ -132,6 +132,21 @@ def address_style(entry: dict[str, Any] | None, known: bool) -> str:
     return "bold yellow" if entry and entry["tentative"] else "bold"
 
 
+# Counters that stay at 0 unless someone attacks the box.
+SHOWN_ONLY_WHEN_COUNTING = frozenset({"trust_capped"})
+
+
+def counter_rows(counters: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None, str]]:
+    """(label, counts, key) of each row the counters panel shows, in the status' order."""
+    rows = []
+    for key, label in COUNTER_LABELS.items():
+        counts = counters.get(key)
+        if key in SHOWN_ONLY_WHEN_COUNTING and not (counts and counts["total"]):
+            continue  # an attack's sign: a row of its own only when it happens (25 lines are few)
+        rows.append((label, counts, key))
+    return rows
+
+
 class CountersPanel(Static):
     """Connection attempts by meaning, with rates per minute."""
 
@@ -144,8 +159,11 @@ class CountersPanel(Static):
         for heading in ("total", "IPv4", "IPv6", "/min"):
             table.add_column(heading, justify="right", width=8, header_style="bold")
         counters: dict[str, Any] = snapshot.status["counters"] if snapshot.status else {}
-        for key, label in COUNTER_LABELS.items():
-            c = counters.get(key)
+        # In the title, where there is room at 80 columns: how full the table of tracked
+        # connections is (when full, the kernel drops new connections, mail included).
+        conntrack = conntrack_text((snapshot.status or {}).get("conntrack"))
+        self.border_title = Text("Connection attempts") + (Text("   ") + conntrack if conntrack else Text())
+        for label, c, key in counter_rows(counters):
             if c is None:
                 table.add_row(label, "-", "-", "-", "-")
                 continue

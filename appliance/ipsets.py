@@ -30,6 +30,7 @@ from .ruleset import IPSet
 log = logging.getLogger(__name__)
 
 ENOENT = 2
+EEXIST = 17
 FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 BUSY = {errno.EBUSY, ipset_bulk.IPSET_ERR_BUSY}
 # An `ipset list` holds each set while it dumps it (a 50k set: ~0.1 s); a monitoring loop
@@ -115,8 +116,14 @@ def session() -> IPSetSocket:
 
 
 def ensure(ips: IPSetSocket, spec: IPSet) -> None:
-    """Create a kept set if it is missing; never touch its entries."""
-    _create(ips, spec, spec.name, exclusive=False)
+    """Create a kept set if it is missing; never touch its entries. An existing one stays as
+    it is even if its default timeout differs (trust.lifetime changed: the kernel would refuse
+    to create it again, EEXIST): every add gives its own timeout, so the default is never used."""
+    try:
+        _create(ips, spec, spec.name, exclusive=False)
+    except NetlinkError as exc:
+        if exc.code != EEXIST:  # the same set, only of another default timeout: keep it
+            raise
 
 
 def replace(ips: IPSetSocket, spec: IPSet) -> SwappedSet:

@@ -150,3 +150,18 @@ def test_changing_trust_lifetime_applies(lab: Lab, appliance: Appliance) -> None
     appliance.start(config_text(trust={"enabled": True, "lifetime": 60}))
     reply = appliance.client.call("apply", yaml=config_text(trust={"enabled": True, "lifetime": 1689}))
     assert reply["applied"] is True
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"# caf\xe9\n", b"window: " + b"9" * 4400 + b"\n", b"window: !!int abc\n", b"window: !!timestamp 2001-13-45\n"],
+    ids=["latin1", "long-int", "int-tag", "timestamp"],
+)
+def test_daemon_starts_with_an_unreadable_file_and_says_why(lab: Lab, appliance: Appliance, tail: bytes) -> None:
+    """Issue 10, item 1: these crash-looped mxknockd (the error escaped the loader)."""
+    appliance.workdir.mkdir(parents=True, exist_ok=True)
+    appliance.config_path.write_bytes(config.default_text().encode() + tail)
+    appliance.start()
+    status = appliance.client.call("status")
+    assert status["health"] == "critical"
+    assert any("(file)" in problem and "not valid" in problem for problem in status["problems"]), status["problems"]

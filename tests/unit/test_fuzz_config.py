@@ -330,6 +330,18 @@ def yaml_documents(draw: st.DrawFn) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Plain documentation addresses and networks of the families the valid config has: these are
+# mostly accepted, so that acceptance (round trip, compile) is fuzzed as much as refusal.
+CLEAN_V4 = st.ip_addresses(v=4, network="192.0.2.0/24") | st.ip_addresses(v=4, network="198.51.100.0/24")
+CLEAN_V6 = st.ip_addresses(v=6, network="2001:db8::/32")
+CLEAN_MX = st.tuples(CLEAN_V4, CLEAN_V6).map(lambda pair: [str(a) for a in pair])
+CLEAN_NETS = st.one_of(CLEAN_V4, CLEAN_V6).flatmap(
+    lambda a: st.integers(8 if a.version == 4 else 16, a.max_prefixlen).map(
+        lambda p: config._net_str(ipaddress.ip_network(f"{a}/{p}", strict=False))
+    )
+)
+
+
 @st.composite
 def near_valid(draw: st.DrawFn) -> dict[str, Any]:
     """The valid config with some keys replaced by values made of fuzzed addresses and names:
@@ -347,10 +359,11 @@ def near_valid(draw: st.DrawFn) -> dict[str, Any]:
         )
     )
     for name in fields:
+        clean = draw(st.booleans())
         if name in ("mx1", "mx2"):
-            data[name] = draw(st.lists(address_texts(), min_size=1, max_size=2))
+            data[name] = draw(CLEAN_MX if clean else st.lists(address_texts(), min_size=1, max_size=2))
         elif name in ("whitelist", "selective"):
-            data[name] = draw(st.lists(network_texts(), max_size=4))
+            data[name] = draw(st.lists(CLEAN_NETS if clean else network_texts(), max_size=4))
             if name == "selective":
                 data["mode"] = "selective"
         elif name == "bridge":
@@ -364,7 +377,7 @@ def near_valid(draw: st.DrawFn) -> dict[str, Any]:
             elif name == "gateway":
                 management["gateway"] = draw(st.lists(address_texts(), max_size=2))
             else:
-                management["allow"] = draw(st.lists(network_texts(), max_size=3))
+                management["allow"] = draw(st.lists(CLEAN_NETS if clean else network_texts(), max_size=3))
     return data
 
 

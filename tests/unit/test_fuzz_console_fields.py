@@ -12,9 +12,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from appliance import config as cfg
-from tests.unit.test_fuzz_config import address_texts, check_config, network_texts
 from tui import form
 from tui import management_form as mf
+
+from .test_fuzz_config import address_texts, check_config, network_texts
 
 BASE = cfg.default().to_dict()
 GOOD = form.texts_from(BASE)

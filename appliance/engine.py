@@ -186,14 +186,7 @@ class Engine:
         with self._lock:
             self._refuse_while_pending()
             previous = self.config
-            # The file is written first: a change is saved and live, or neither (a full disk
-            # refuses the change before the kernel sees it).
-            staged = self._stage(text)
-            try:
-                self._put_in_force(config)
-            except BaseException:
-                staged.unlink(missing_ok=True)
-                raise
+            staged = self._put_in_force_staged(config, text)
             if confirm_within:
                 pending = PendingChange(previous, text, time.monotonic() + confirm_within, None, staged)
                 pending.timer = threading.Timer(confirm_within, self._rollback_on_timeout, args=(pending,))
@@ -275,13 +268,7 @@ class Engine:
             previous = self.config
             config = edit_networks(self.config, key, add, remove)
             text = config.to_yaml()
-            staged = self._stage(text)
-            try:
-                self._put_in_force(config)
-            except BaseException:
-                staged.unlink(missing_ok=True)
-                raise
-            self._commit_staged(staged, text, previous)
+            self._commit_staged(self._put_in_force_staged(config, text), text, previous)
             return {key: config.to_dict()[key]}  # the file's own format, as whitelist_list answers
 
     def _put_in_force(self, config: Config, before_forwarding: Any = None) -> None:
@@ -381,6 +368,17 @@ class Engine:
                 netfilter.apply(self.ruleset)
             except netfilter.ApplyError:
                 log.exception("could not restore the previous rules")
+
+    def _put_in_force_staged(self, config: Config, text: str) -> Path:
+        """The file is written first: a change is saved and live, or neither (a full disk
+        refuses the change before the kernel sees it). Returns the staged file."""
+        staged = self._stage(text)
+        try:
+            self._put_in_force(config)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return staged
 
     def _stage(self, text: str) -> Path:
         """Write the new file beside the config (synced): what can fail on a full or broken

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
-def stage_file(path: Path, text: str, mode: int = 0o644) -> Path:
-    """Write `text` to a synced temporary file beside `path` and return it: what a full or
-    broken disk can refuse, it refuses here. `os.replace(staged, path)` then puts it in place."""
+def stage_file(path: Path, text: str | Iterable[str], mode: int = 0o644) -> Path:
+    """Write `text` (or its pieces, for a big file built as it is written) to a synced
+    temporary file beside `path` and return it: what a full or broken disk can refuse, it
+    refuses here. `os.replace(staged, path)` then puts it in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_staging_prefix(path))
     try:
         with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+            handle.writelines([text] if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -25,7 +27,7 @@ def stage_file(path: Path, text: str, mode: int = 0o644) -> Path:
     return Path(tmp)
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+def atomic_write(path: Path, text: str | Iterable[str], mode: int = 0o644) -> None:
     staged = stage_file(path, text, mode)
     try:
         os.replace(staged, path)

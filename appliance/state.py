@@ -19,9 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ from typing import Any
 from . import ipsets, recent
 from .compiler import IPSET_MAX_TIMEOUT, set_name
 from .config import Config
+from .files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +117,7 @@ def _address(value: Any, family_key: Any) -> str:
 
 def write(path: Path, snapshot: Snapshot) -> None:
     """Atomically: a crash mid-write leaves the previous file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.writelines(_encoded(snapshot.to_json()))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, _encoded(snapshot.to_json()), mode=0o600)
 
 
 ENCODE_CHUNK = 8192

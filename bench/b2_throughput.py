@@ -201,40 +201,24 @@ def run(quick: bool = False) -> Section:
             text += f" (A/A control: {Spread.of(ratios(values[PLAIN_AGAIN], values['plain'])).median:.1%})"
         return text
 
-    section.rows += [
-        Row(
-            "new TCP connections per second to mx2 (knocked sources)",
-            Spread.of(rate["mxknock"]).fmt("/s", digits=0),
-            Spread.of(rate["plain"]).fmt("/s", digits=0),
-            compare(rate),
-            f"≥ {GOAL:.0%} of plain",
-            judge(ratios(rate["mxknock"], rate["plain"]), GOAL, at_most=False),
-        ),
-        Row(
-            f"bulk throughput, {size / 1e6:.0f} MB over one connection",
-            Spread.of(bulk["mxknock"]).fmt("MB/s", 1e-6, 0),
-            Spread.of(bulk["plain"]).fmt("MB/s", 1e-6, 0),
-            compare(bulk),
-            f"≥ {GOAL:.0%} of plain",
-            judge(ratios(bulk["mxknock"], bulk["plain"]), GOAL, at_most=False),
-        ),
-        Row(
-            f"new TCP connections per second to mx2:{OTHER_PORT} (not mail: untracked)",
-            Spread.of(other_rate["mxknock"]).fmt("/s", digits=0),
-            Spread.of(other_rate["plain"]).fmt("/s", digits=0),
-            compare(other_rate),
-            f"≥ {GOAL:.0%} of plain",
-            judge(ratios(other_rate["mxknock"], other_rate["plain"]), GOAL, at_most=False),
-        ),
-        Row(
-            f"bulk throughput to mx2:{OTHER_PORT}, {size / 1e6:.0f} MB (not mail: untracked)",
-            Spread.of(other_bulk["mxknock"]).fmt("MB/s", 1e-6, 0),
-            Spread.of(other_bulk["plain"]).fmt("MB/s", 1e-6, 0),
-            compare(other_bulk),
-            f"≥ {GOAL:.0%} of plain",
-            judge(ratios(other_bulk["mxknock"], other_bulk["plain"]), GOAL, at_most=False),
-        ),
-    ]
+    connections = ("/s", 1.0, 0)
+    megabytes = ("MB/s", 1e-6, 0)
+    for label, samples, (unit, scale, digits) in (
+        ("new TCP connections per second to mx2 (knocked sources)", rate, connections),
+        (f"bulk throughput, {size / 1e6:.0f} MB over one connection", bulk, megabytes),
+        (f"new TCP connections per second to mx2:{OTHER_PORT} (not mail: untracked)", other_rate, connections),
+        (f"bulk throughput to mx2:{OTHER_PORT}, {size / 1e6:.0f} MB (not mail: untracked)", other_bulk, megabytes),
+    ):
+        section.rows.append(
+            Row(
+                label,
+                Spread.of(samples["mxknock"]).fmt(unit, scale, digits),
+                Spread.of(samples["plain"]).fmt(unit, scale, digits),
+                compare(samples),
+                f"≥ {GOAL:.0%} of plain",
+                judge(ratios(samples["mxknock"], samples["plain"]), GOAL, at_most=False),
+            )
+        )
     arms = [n for n in ("mxknock", CONNTRACK_ONLY, NF_ONLY, PLAIN_AGAIN, "plain") if n in rate]
     section.notes += [
         f"{reps} repetitions per arm, interleaved; each rate repetition completes {count} handshakes "

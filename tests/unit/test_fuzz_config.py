@@ -22,19 +22,9 @@ from appliance import config
 from appliance.compiler import compile_config
 from appliance.config import Config, ConfigError
 
-VALID: dict[str, Any] = {
-    "bridge": {"name": "br0", "outside": "eth0", "inside": "eth1"},
-    "mode": "unlisting",
-    "mx1": ["192.0.2.10", "2001:db8::10"],
-    "mx2": ["192.0.2.20", "2001:db8::20"],
-    "smtp_port": 25,
-    "window": 4000,
-    "knock_ports": [],
-    "whitelist": [],
-    "selective": [],
-    "knock_prefix": {"ipv4": 32, "ipv6": 128},
-    "trust": {"enabled": True, "lifetime": 3110400},
-}
+from .test_config import BASE
+
+VALID: dict[str, Any] = BASE  # a complete valid config, shared with the example-based tests
 MANAGEMENT: dict[str, Any] = {
     "address": ["192.0.2.5/24", "2001:db8::5/64"],
     "gateway": ["192.0.2.1"],

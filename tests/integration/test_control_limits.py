@@ -10,38 +10,21 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.lab import Lab
 from tests.lab.appliance import Appliance, config_text
 
-FLOOD = """
-import socket, sys, threading, time
-path, clients, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-end = time.monotonic() + seconds
-done = [0]
-def loop():
-    while time.monotonic() < end:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(5)
-                s.connect(path)
-                s.sendall(b'{"command": "status"}\\n')
-                s.makefile("rb").readline()
-                done[0] += 1
-        except OSError:
-            time.sleep(0.01)
-threads = [threading.Thread(target=loop) for _ in range(clients)]
-for t in threads: t.start()
-print("flooding", flush=True)
-for t in threads: t.join()
-print(done[0], flush=True)
-"""
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_root_changes_stay_fast_under_200_looping_status_clients(lab: Lab, appliance: Appliance) -> None:
     appliance.start(config_text(window=600))
     flood = subprocess.Popen(
-        [sys.executable, "-c", FLOOD, str(appliance.status_socket), "200", "12"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.lab.status_flood", str(appliance.status_socket), "200", "12"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     try:
         assert flood.stdout.readline() == "flooding\n"

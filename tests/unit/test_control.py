@@ -529,27 +529,6 @@ def test_good_arguments_pass():
     daemon.check_args("ping", {})
 
 
-FLOOD_SCRIPT = """
-import socket, sys, threading, time
-path, clients, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-end = time.monotonic() + seconds
-def loop():
-    while time.monotonic() < end:
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(5)
-                s.connect(path)
-                s.sendall(b'{"command": "status"}\\n')
-                s.recv(65536)
-        except OSError:
-            time.sleep(0.01)
-threads = [threading.Thread(target=loop) for _ in range(clients)]
-for t in threads: t.start()
-print("flooding", flush=True)
-for t in threads: t.join()
-"""
-
-
 def test_a_status_flood_does_not_slow_root(sock_dir):
     """100 looping status readers against the daemon's wiring (status_handlers): root's change,
     which needs the engine's lock as status does, still answers within half a second."""
@@ -578,7 +557,9 @@ def test_a_status_flood_does_not_slow_root(sock_dir):
     for srv in (control, status_srv):
         srv.serve_in_thread()
     flood = subprocess.Popen(
-        [sys.executable, "-c", FLOOD_SCRIPT, str(status_srv.path), "100", "4"], stdout=subprocess.PIPE
+        [sys.executable, "-m", "tests.lab.status_flood", str(status_srv.path), "100", "4"],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
     )
     try:
         assert flood.stdout.readline() == b"flooding\n"

@@ -241,7 +241,16 @@ class Engine:
             # Confirmed (or replaced by a newer change) while this timer waited for the lock.
             if self.pending is not pending:
                 return
-            self.rollback()
+            try:
+                self.rollback()
+            except Exception as exc:  # nobody waits for this thread: say it where the admin looks
+                log.exception("rolling back the unconfirmed change failed")
+                self.last_error = (
+                    f"a change was not confirmed in time and rolling it back failed ({exc}): the unconfirmed"
+                    f" rules may be in force while {self.config_path} holds the previous config;"
+                    " `mxknock reload` puts the file's config in force"
+                )
+                return
             self.notice = "a change was not confirmed in time and was rolled back"
 
     def _unconfigure(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,20 @@ def test_a_change_waiting_for_confirmation_is_not_kept_by_a_crash(lab: Lab, appl
     assert appliance.status()["config"]["mode"] == "unlisting"  # the file never held the unconfirmed change
     assert appliance.config_path.read_text() == before
     assert not staged[0].exists()
+
+
+def test_a_rollback_that_fails_in_the_timer_is_reported(lab: Lab, appliance: Appliance) -> None:
+    """Issue 11's review: an exception in the confirm timer's thread was lost (no last_error,
+    nothing in status) while the file held the old config and the kernel the new one."""
+    appliance.start(config_text(window=600))
+    assert appliance.apply(config_text(window=900), "--confirm-within", "2").returncode == 0
+    lab.fw_exec(["ip", "link", "del", "eth1"])  # the inside NIC goes: nothing can be put back
+
+    deadline = time.monotonic() + 15
+    while not any("rolling it back failed" in p for p in appliance.status()["problems"]):
+        assert time.monotonic() < deadline, appliance.status()["problems"]
+        time.sleep(0.2)
+    status = appliance.status()
+    assert status["health"] == "critical"
+    assert any("not confirmed in time" in p and "mxknock reload" in p for p in status["problems"]), status
+    assert appliance.config_path.read_text() == config_text(window=600)

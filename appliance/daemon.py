@@ -81,7 +81,7 @@ def handlers(engine: Engine) -> dict[str, Any]:
         "reload": lambda a: engine.reload(),
         "whitelist_add": lambda a: engine.change_list("whitelist", add=list(a["entries"])),
         "whitelist_remove": lambda a: engine.change_list("whitelist", remove=list(a["entries"])),
-        "whitelist_list": lambda a: {"whitelist": engine.config_text()["config"]["whitelist"] if engine.config else []},
+        "whitelist_list": lambda a: {"whitelist": (engine.config_text()["config"] or {}).get("whitelist", [])},
         "trusted_list": lambda a: engine.trusted(),
         "trusted_add": lambda a: engine.change_trusted(add=list(a["entries"])),
         "trusted_remove": lambda a: engine.change_trusted(remove=list(a["entries"])),

@@ -418,12 +418,18 @@ class Engine:
 
     # ---- reading --------------------------------------------------------------------
 
+    def in_force(self) -> tuple[Config | None, Ruleset | None]:
+        """The config and its ruleset as one pair: an apply replaces both under the lock."""
+        with self._lock:
+            return self.config, self.ruleset
+
     def knock_reports(self, with_knocks: bool = False) -> list[recent.ListReport]:
-        if self.ruleset is None or self.config is None:
+        config, ruleset = self.in_force()  # the lists are read without it: 100k entries take a while
+        if ruleset is None or config is None:
             return []
         return [
-            recent.report(fam.knock_list, self.config.window, with_knocks=with_knocks)
-            for fam in self.ruleset.families
+            recent.report(fam.knock_list, config.window, with_knocks=with_knocks)
+            for fam in ruleset.families
             if fam.knock_list is not None
         ]
 
@@ -589,7 +595,8 @@ class Engine:
         return {**counts, "total": sum(counts.values())}
 
     def rules_text(self) -> dict[str, Any]:
-        return {"rules": self.ruleset.render() if self.ruleset else ""}
+        _, ruleset = self.in_force()
+        return {"rules": ruleset.render() if ruleset else ""}
 
 
 CONFIRM_WITHIN_MAX = 3600

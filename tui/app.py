@@ -6,8 +6,11 @@ the latest `Snapshot` in a reactive; screens watch it ("attributes down, message
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual.app import App
@@ -125,4 +128,18 @@ class ConsoleApp(App[None]):
 
 
 def run(client: Client, confirm_within: float = DEFAULT_CONFIRM_WITHIN) -> None:
+    log_to_syslog()
     ConsoleApp(client, confirm_within=confirm_within).run()
+
+
+def log_to_syslog(address: str = "/dev/log") -> bool:
+    """The console's own errors go to syslog (the journal, on the box): its terminal is the
+    screen, where a traceback would be drawn over. Without a syslog socket they are not kept."""
+    if not Path(address).exists():
+        return False
+    handler = logging.handlers.SysLogHandler(address=address)
+    handler.setFormatter(logging.Formatter("mxknock-console: %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("mxknock.console")
+    logger.addHandler(handler)
+    logger.propagate = False  # never to stderr (the screen)
+    return True

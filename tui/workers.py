@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,8 @@ from textual.worker import Worker
 from .backend import ControlError
 from .messages import Answer
 
+log = logging.getLogger("mxknock.console")
+
 
 def capture(fn: Callable[[], Any]) -> tuple[Any, ControlError | None]:
     """(result, None) or (None, error); any failure becomes a ControlError to show."""
@@ -18,7 +21,8 @@ def capture(fn: Callable[[], Any]) -> tuple[Any, ControlError | None]:
         return fn(), None
     except ControlError as exc:
         return None, exc
-    except Exception as exc:  # a garbled reply or a bug must not take the console down
+    except Exception as exc:  # a garbled reply or a bug must not take the console down...
+        log.exception("unexpected error talking to mxknockd")  # ...nor hide its traceback
         return None, ControlError(f"unexpected error talking to mxknockd: {exc!r}")
 
 

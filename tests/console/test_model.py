@@ -306,3 +306,42 @@ def test_the_trust_cap_row_shows_only_while_the_cap_refuses_someone():
     rows = counter_rows(attacked)
     assert ("trust refused by the per-prefix cap", attacked["trust_capped"], "trust_capped") in rows
     assert [key for _, _, key in rows][-1] == "trust_capped"  # in the status' order, last
+
+
+def test_a_bug_behind_a_console_call_is_logged_with_its_traceback(caplog):
+    """Issue 11's review: the console turned any bug into an on-screen message and kept no traceback."""
+    from tui.workers import capture
+
+    def buggy() -> None:
+        raise KeyError("result")
+
+    with caplog.at_level("ERROR", logger="mxknock.console"):
+        result, error = capture(buggy)
+    assert result is None and "unexpected error talking to mxknockd" in str(error)
+    (record,) = [r for r in caplog.records if r.name == "mxknock.console"]
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
+def test_console_logs_go_to_syslog_not_to_the_screen(tmp_path):
+    import logging
+    import socket
+
+    from tui.app import log_to_syslog
+
+    assert log_to_syslog(str(tmp_path / "no-syslog")) is False
+    address = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(address)
+        syslog.settimeout(2)
+        logger = logging.getLogger("mxknock.console")
+        handlers, propagate = list(logger.handlers), logger.propagate
+        try:
+            assert log_to_syslog(address) is True
+            logger.error("drawn nowhere")
+            assert b"mxknock-console: ERROR mxknock.console: drawn nowhere" in syslog.recv(4096)
+            assert logger.propagate is False
+        finally:
+            for handler in logger.handlers[len(handlers) :]:
+                handler.close()
+            logger.handlers[:] = handlers
+            logger.propagate = propagate

@@ -74,7 +74,7 @@ def handlers(engine: Engine) -> dict[str, Any]:
         "refused": lambda a: engine.refused(),
         "config": lambda a: engine.config_text(),
         "rules": lambda a: engine.rules_text(),
-        "check": lambda a: {"valid": True, "config": engine.check_text(a["yaml"]).to_dict()},
+        "check": lambda a: {"valid": True, "config": config_module.parse_yaml(a["yaml"]).to_dict()},
         "apply": lambda a: engine.apply_text(a["yaml"], a.get("confirm_within")),
         "confirm": lambda a: engine.confirm(),
         "rollback": lambda a: engine.rollback(),

@@ -177,9 +177,6 @@ class Engine:
 
     # ---- changes ------------------------------------------------------------------
 
-    def check_text(self, text: str) -> Config:
-        return parse_yaml(text)
-
     def apply_text(self, text: str, confirm_within: float | None = None) -> dict[str, Any]:
         config = parse_yaml(text)  # refused input stops here, before the kernel
         _check_confirm_within(confirm_within)

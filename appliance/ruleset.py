@@ -117,9 +117,6 @@ class FamilyRuleset:
     def table_rules(self, table: str) -> tuple[Rule, ...]:
         return self.raw_rules if table == "raw" else self.rules
 
-    def chain_rules(self, chain: str) -> tuple[Rule, ...]:
-        return tuple(r for r in (*self.rules, *self.raw_rules) if r.chain == chain)
-
     def render(self) -> str:
         """iptables-save text of our part of the filter table (and of the raw table)."""
         lines = []

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from appliance import compiler, config
-from appliance.ruleset import CHAIN, EARN_CHAIN, INPUT_CHAIN, PASS_CHAIN, RAW_CHAIN, Match, Rule
+from appliance.ruleset import CHAIN, EARN_CHAIN, INPUT_CHAIN, PASS_CHAIN, RAW_CHAIN, FamilyRuleset, Match, Rule
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 
@@ -73,6 +73,11 @@ GOLDEN_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+def chain_rules(fam: FamilyRuleset, chain: str) -> tuple[Rule, ...]:
+    """The rules of one chain, filter and raw alike."""
+    return tuple(r for r in (*fam.rules, *fam.raw_rules) if r.chain == chain)
+
+
 def build(name: str) -> config.Config:
     return config.from_dict(copy.deepcopy(GOLDEN_CONFIGS[name]))
 
@@ -110,7 +115,7 @@ RESET = (("reject-with", "tcp-reset"),)
 
 
 def chain(name: str, family: int, which: str = CHAIN) -> list[Rule]:
-    return list(compiler.compile_config(build(name)).family(family).chain_rules(which))
+    return list(chain_rules(compiler.compile_config(build(name)).family(family), which))
 
 
 def roles(rules: list[Rule]) -> list[str | None]:
@@ -164,8 +169,8 @@ def earning(name: str, family: int, **changes: Any) -> tuple[Rule, str]:
     itself if it is a SET, else the chain it jumps to)."""
     cfg = config.with_changes(build(name), **changes) if changes else build(name)
     fam = compiler.compile_config(cfg).family(family)
-    earned = next(r for r in fam.chain_rules(CHAIN) if r.target in ("SET", EARN_CHAIN))
-    action = [earned] if earned.target == "SET" else list(fam.chain_rules(earned.target))
+    earned = next(r for r in chain_rules(fam, CHAIN) if r.target in ("SET", EARN_CHAIN))
+    action = [earned] if earned.target == "SET" else list(chain_rules(fam, earned.target))
     return earned, "\n".join(r.render() for r in action)
 
 
@@ -258,7 +263,7 @@ def test_no_knock_port_rules_without_knock_ports():
 def test_jump_rule_uses_the_outside_port():
     ruleset = compiler.compile_config(build("dual-stack-full"))
     for family in (4, 6):
-        (jump,) = ruleset.family(family).chain_rules("FORWARD")
+        (jump,) = chain_rules(ruleset.family(family), "FORWARD")
         assert jump.target == CHAIN
         assert "--physdev-in uplink0 --physdev-is-bridged" in jump.render()
 
@@ -330,7 +335,7 @@ def non_terminating(rule: Rule, fam, depth: int = 0) -> bool:
     if rule.target in NON_TERMINATING:
         return True
     if rule.target in fam.chains and rule.target != CHAIN and depth < 5:
-        return all(r.target == "RETURN" or non_terminating(r, fam, depth + 1) for r in fam.chain_rules(rule.target))
+        return all(r.target == "RETURN" or non_terminating(r, fam, depth + 1) for r in chain_rules(fam, rule.target))
     return False
 
 
@@ -341,7 +346,7 @@ def test_established_is_first_in_our_chain(name: str):
     for fam in compiler.compile_config(build(name)).families:
         if not fam.knock_list:
             continue
-        rules = fam.chain_rules(CHAIN)
+        rules = chain_rules(fam, CHAIN)
         at = roles(list(rules)).index("established")
         assert rules[at].target == "ACCEPT"
         assert "--ctstate RELATED,ESTABLISHED" in rules[at].render()
@@ -364,7 +369,7 @@ def test_every_chain_we_jump_to_is_declared_and_ours(name: str):
         for rule in fam.rules:
             if rule.target not in builtin:
                 assert rule.target in fam.chains, rule.render()
-                assert fam.chain_rules(rule.target), f"{rule.target} is empty"
+                assert chain_rules(fam, rule.target), f"{rule.target} is empty"
         assert all(c.startswith(CHAIN) for c in fam.chains)
         text = fam.render()
         for declared in fam.chains:

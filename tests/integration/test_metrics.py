@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from appliance import daemon, metrics_server
 from tests.lab import Lab
 from tests.lab import addresses as A
 from tests.lab.appliance import Appliance, config_text
@@ -207,6 +208,9 @@ def test_metrics_over_the_management_address(lab: Lab, appliance: Appliance, met
     assert lab.connect("sender", A.SENDER_V6, A.MX2_V6, 25) == "accepted"
     assert lab.connect("bot", A.BOT_V4, A.MX2_V4, 25) == "reset"
 
+    # Scrapes share one status for up to metrics_server.STATUS_LIFETIME, fetched from the status
+    # socket, which shares its own for daemon.STATUS_LIFETIME: the first fresh one comes after both.
+    time.sleep(metrics_server.STATUS_LIFETIME + daemon.STATUS_LIFETIME + 0.2)
     for url in URLS:
         m = scrape(lab, url)
         status = appliance.status()

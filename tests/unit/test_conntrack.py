@@ -95,7 +95,7 @@ def test_metrics_leave_out_what_is_not_known():
 )
 def test_dashboard_shows_the_fill_coloured_by_the_thresholds(entries: int, shown: str, style: str):
     text = conntrack_text(report(entries))
-    assert text.plain == f"   conntrack {shown}"
+    assert text.plain == f"conntrack {shown} full"  # in the counters panel's title
     assert any(span.style == style for span in text.spans)
 
 

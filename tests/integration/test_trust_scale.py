@@ -155,9 +155,10 @@ def test_a_full_saved_trust_set_restores_within_seconds(lab: Lab, appliance: App
     slowest = slowest_status(appliance, 8.0)
     wait_until(lambda: (appliance.state_dir / "state.json").stat().st_mtime > saved_before, timeout=10.0, what="a save")
     print(f"slowest status answer during saves of {TRUST_SET_SIZE}: {slowest:.2f} s, {quiet:.2f} s without")
-    # Held by the save, status would wait whole saves (14.6 s at 100,000 before); the save's
-    # Python work still shares the interpreter with the API's threads.
-    assert slowest < quiet + 1.0
+    # Held by the save, status would wait whole saves (14.6 s at 100,000 before, 18.7 s at this
+    # size in bench 6); the save's Python work still shares the interpreter with the API's
+    # threads, which on a loaded 2-core CI machine cost 1.2 s once (hence 3 s, far from a save).
+    assert slowest < quiet + 3.0
     assert appliance.stop(signal.SIGTERM) == 0
     saved = json.loads((appliance.state_dir / "state.json").read_text())
     assert sum(len(v) for v in saved["trusted"].values()) == TRUST_SET_SIZE

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from appliance import notify as notify_module
 from appliance.notify import notify
@@ -27,9 +31,15 @@ def test_notify_outside_systemd_is_a_no_op(monkeypatch) -> None:
 
 def test_a_notify_socket_whose_peer_is_gone_is_logged_once(sock_dir: Path, monkeypatch, caplog) -> None:
     path = sock_dir / "gone.sock"
-    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    receiver.bind(str(path))
-    receiver.close()  # the file stays, nobody reads: connect() says ConnectionRefusedError
+    # Bound by a process that then exits: the file stays and no copy of the socket can linger
+    # in ours (a fork by another test's thread once kept one alive), so nobody reads.
+    subprocess.run(
+        [sys.executable, "-c", "import socket, sys; socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).bind(sys.argv[1])",
+         str(path)],
+        check=True, timeout=30,
+    )  # fmt: skip
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(str(path))  # what systemd's vanished peer looks like
     monkeypatch.setenv("NOTIFY_SOCKET", str(path))
     monkeypatch.setattr(notify_module, "_failing", False)
     with caplog.at_level(logging.INFO, logger="appliance.notify"):

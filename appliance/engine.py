@@ -150,7 +150,7 @@ class Engine:
         try:
             self.state.restore(config, _knock_lists(ruleset))
         except Exception as exc:  # saved state is a convenience: never a reason not to filter
-            self.state.last_problem = f"saved state skipped: restoring it failed ({exc})"
+            self.state.restore_problem = f"saved state skipped: restoring it failed ({exc})"
             log.exception("restoring saved state failed")
 
     def _finish_restore(self, config: Config) -> None:
@@ -160,7 +160,7 @@ class Engine:
         try:
             self.state.finish_restore(config)
         except Exception as exc:
-            self.state.last_problem = f"saved state skipped in part: restoring proven senders failed ({exc})"
+            self.state.restore_problem = f"saved state skipped in part: restoring proven senders failed ({exc})"
             log.exception("restoring the remaining proven senders failed")
 
     def maintain(self) -> None:

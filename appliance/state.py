@@ -104,17 +104,6 @@ def _family(key: Any) -> int:
     return family
 
 
-def _address(value: Any, family_key: Any) -> str:
-    """The canonical text of an address of the family. inet_pton/ntop, not ipaddress: a
-    full state file holds 262,144 proven senders. It refuses what the kernel could not
-    store as written (a scope id like %eth0, a prefix)."""
-    family = socket.AF_INET if _family(family_key) == 4 else socket.AF_INET6
-    try:
-        return socket.inet_ntop(family, socket.inet_pton(family, value))
-    except (OSError, TypeError):
-        raise ValueError(f"{value!r} is not an IPv{family_key} address") from None
-
-
 def write(path: Path, snapshot: Snapshot) -> None:
     """Atomically: a crash mid-write leaves the previous file, never half of one."""
     atomic_write(path, _encoded(snapshot.to_json()), mode=0o600)
@@ -246,10 +235,6 @@ class StateKeeper:
     def last_problem(self) -> str | None:
         """What status warns about: a save that fails now, else a skipped saved state."""
         return self.save_problem or self.restore_problem
-
-    @last_problem.setter
-    def last_problem(self, value: str | None) -> None:
-        self.restore_problem = value
 
     def trusted(self, config: Config, family: int) -> list[tuple[str, float]]:
         """(address, seconds left) of each proven sender in a family: one bulk dump."""

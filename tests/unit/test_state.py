@@ -156,10 +156,14 @@ def test_a_failed_save_warns_until_a_save_succeeds(tmp_path: Path) -> None:
 
 
 def test_scoped_and_odd_addresses_in_the_file_are_refused() -> None:
+    def file_with(address: object, family: int) -> dict:
+        entry = {"address": address, "expires_at": NOW + DAY}
+        return {"version": state.VERSION, "saved_at": NOW, "knocks": {}, "trusted": {str(family): [entry]}}
+
     for bad in ("2001:db8::1%eth0", "192.0.2.1/32", "192.0.2.300", 17):
-        with pytest.raises(ValueError):
-            state._address(bad, 6 if ":" in str(bad) else 4)
-    assert state._address("2001:DB8:0:0::7", 6) == "2001:db8::7"
+        with pytest.raises(ValueError):  # StateError is one
+            state.Snapshot.from_json(file_with(bad, 6 if ":" in str(bad) else 4))
+    assert state.Snapshot.from_json(file_with("2001:DB8:0:0::7", 6)).trusted[6][0][0] == "2001:db8::7"
 
 
 def test_the_file_is_the_json_of_the_snapshot_written_in_pieces(tmp_path: Path) -> None:
